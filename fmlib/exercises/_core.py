@@ -1,0 +1,104 @@
+"""Building blocks shared by the exercise checkers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import torch
+
+__all__ = ["Feedback", "compare_tensors", "require_callable", "call_student"]
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """Result of an exercise check.
+
+    Attributes
+    ----------
+    passed:
+        Whether the answer is correct. ``bool(feedback)`` is the same.
+    message:
+        What was checked and, on failure, what is wrong and a hint.
+    """
+
+    passed: bool
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __str__(self) -> str:
+        return ("Correct: " if self.passed else "Not yet: ") + self.message
+
+    def _repr_markdown_(self) -> str:  # shown in notebooks
+        mark = "**Correct.**" if self.passed else "**Not yet.**"
+        return f"{mark} {self.message}"
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def require_callable(fn: Any, name: str, signature: str) -> Optional[Feedback]:
+    """Feedback explaining what was expected when ``fn`` is not callable; ``None`` when it is."""
+    if callable(fn):
+        return None
+    return Feedback(False, f"{name} must be a function {signature}; got {type(fn).__name__}.")
+
+
+def call_student(fn: Callable, *args, name: str = "your function") -> tuple[Any, Optional[Feedback]]:
+    """Call a student's function, turning an exception into failing :class:`Feedback`."""
+    try:
+        return fn(*args), None
+    except Exception as err:  # the student's code may raise anything; report it instead of crashing
+        return None, Feedback(False, f"{name} raised {type(err).__name__}: {err}")
+
+
+def compare_tensors(
+    got: Any,
+    expected: torch.Tensor,
+    *,
+    what: str,
+    atol: float = 1e-6,
+    rtol: float = 1e-5,
+    hint: str = "",
+) -> Feedback:
+    """Compare a student's tensor with the expected one; on failure name the shape or the worst entry.
+
+    Parameters
+    ----------
+    got:
+        The student's value (anything; a non-tensor fails with an explanation).
+    expected:
+        The reference tensor.
+    what:
+        A short description used in the message, e.g. ``"the density at x = 0.5"``.
+    atol, rtol:
+        Tolerances as in :func:`torch.allclose`.
+    hint:
+        Appended to failure messages.
+    """
+    suffix = f" Hint: {hint}" if hint else ""
+    if not isinstance(got, torch.Tensor):
+        try:
+            got = torch.as_tensor(got, dtype=expected.dtype)
+        except (TypeError, ValueError, RuntimeError):
+            return Feedback(False, f"{what}: expected a tensor, got {type(got).__name__}.{suffix}")
+    got = got.detach().to(expected.device, expected.dtype)
+    if got.shape != expected.shape:
+        return Feedback(
+            False, f"{what}: expected shape {tuple(expected.shape)}, got {tuple(got.shape)}.{suffix}"
+        )
+    if not torch.isfinite(got).all():
+        return Feedback(False, f"{what}: your values contain NaN or inf.{suffix}")
+    err = (got - expected).abs()
+    tol = atol + rtol * expected.abs()
+    if (err <= tol).all():
+        return Feedback(True, f"{what} matches (max abs error {float(err.max()) if err.numel() else 0.0:.2e}).")
+    idx = int(torch.argmax(err - tol))
+    pos = tuple(int(i) for i in torch.unravel_index(torch.tensor(idx), expected.shape)) if expected.ndim else ()
+    return Feedback(
+        False,
+        f"{what}: entry {pos} is {float(got.reshape(-1)[idx]):.6g} but should be "
+        f"{float(expected.reshape(-1)[idx]):.6g} (max abs error {float(err.max()):.2e}).{suffix}",
+    )

@@ -1,0 +1,259 @@
+r"""Exact ground truth: Gaussian mixtures and the closed-form marginal fields of affine Gaussian paths.
+
+Let the data be a Gaussian mixture :math:`q = \sum_k w_k \mathcal N(m_k, s_k^2 I)` (an empirical distribution
+is the special case :math:`s_k = 0`, :math:`w_k = 1/N`). Under the path :math:`x_t = \alpha_t x_1 + \sigma_t x_0`
+each component stays Gaussian:
+
+.. math:: p_t = \sum_k w_k\, \mathcal N\big(\alpha_t m_k,\ v_k I\big), \qquad v_k = \alpha_t^2 s_k^2 + \sigma_t^2 .
+
+With posterior weights :math:`r_k(x) \propto w_k \mathcal N(x; \alpha_t m_k, v_k I)` (a softmax, computed with
+log-sum-exp), the exact marginal score and velocity are
+
+.. math::
+
+   \nabla \log p_t(x) = -\sum_k r_k(x)\, \frac{x - \alpha_t m_k}{v_k}, \qquad
+   u_t(x) = \sum_k r_k(x) \Big[\dot\alpha_t m_k
+            + \frac{\dot\alpha_t \alpha_t s_k^2 + \sigma_t \dot\sigma_t}{v_k}\,(x - \alpha_t m_k)\Big],
+
+the second being :math:`\mathbb E[\dot\alpha_t x_1 + \dot\sigma_t x_0 \mid x_t = x]` (Gaussian conditioning within
+each component). All functions are differentiable with autograd in ``x`` and ``t``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+
+from ._checks import TimeLike, as_points, as_time, check_finite, positive_int
+from .paths import AffinePath
+from .utils import make_generator
+
+__all__ = [
+    "GaussianMixture",
+    "marginal_log_prob",
+    "marginal_score",
+    "marginal_velocity",
+    "posterior_mean",
+]
+
+
+class GaussianMixture:
+    r"""Isotropic Gaussian mixture :math:`q(x) = \sum_k w_k \mathcal N(x;\ m_k, s_k^2 I)`.
+
+    Parameters
+    ----------
+    means:
+        Component means, shape ``(K, d)``.
+    stds:
+        Component standard deviations, shape ``(K,)`` (or a positive float shared by all components); > 0.
+    weights:
+        Non-negative mixture weights of shape ``(K,)``, not all zero; normalised to sum to one. Uniform when
+        omitted.
+    """
+
+    def __init__(
+        self,
+        means: torch.Tensor,
+        stds: Union[torch.Tensor, float],
+        weights: Optional[torch.Tensor] = None,
+    ) -> None:
+        means = as_points(means, "means")
+        k = means.shape[0]
+        if isinstance(stds, (int, float)) and not isinstance(stds, bool):
+            stds = torch.full((k,), float(stds), dtype=means.dtype, device=means.device)
+        if not isinstance(stds, torch.Tensor):
+            raise TypeError(f"stds must be a float or a tensor of shape ({k},); got {type(stds).__name__}")
+        if stds.shape != (k,):
+            raise ValueError(f"stds must have shape ({k},) (one std per component); got {tuple(stds.shape)}")
+        stds = stds.to(means)
+        check_finite(stds, "stds")
+        if (stds <= 0).any():
+            raise ValueError(
+                f"stds must be > 0; got min {float(stds.min()):g} "
+                "(for point masses pass the data tensor itself to the marginal functions)"
+            )
+        if weights is None:
+            weights = torch.full((k,), 1.0 / k, dtype=means.dtype, device=means.device)
+        if not isinstance(weights, torch.Tensor):
+            raise TypeError(f"weights must be a tensor of shape ({k},); got {type(weights).__name__}")
+        if weights.shape != (k,):
+            raise ValueError(f"weights must have shape ({k},) (one weight per component); got {tuple(weights.shape)}")
+        weights = weights.to(means)
+        check_finite(weights, "weights")
+        if (weights < 0).any():
+            raise ValueError(f"weights must be >= 0; got min {float(weights.min()):g}")
+        if weights.sum() <= 0:
+            raise ValueError("weights must not all be zero")
+        self.means = means
+        self.stds = stds
+        self.weights = weights / weights.sum()
+
+    @property
+    def dim(self) -> int:
+        """Dimension ``d`` of the data space."""
+        return self.means.shape[1]
+
+    @property
+    def n_components(self) -> int:
+        """Number of components ``K``."""
+        return self.means.shape[0]
+
+    def to(self, *args, **kwargs) -> "GaussianMixture":
+        """Return a copy moved to another device and/or dtype (arguments as for ``torch.Tensor.to``)."""
+        return GaussianMixture(self.means.to(*args, **kwargs), self.stds.to(*args, **kwargs),
+                               self.weights.to(*args, **kwargs))
+
+    def sample(self, n: int, generator: Optional[torch.Generator] = None, seed: Optional[int] = None) -> torch.Tensor:
+        """Draw ``n`` samples, shape ``(n, d)``, on the mixture's device and dtype.
+
+        Random numbers are drawn on the CPU from ``generator`` (or a generator seeded with ``seed``; PyTorch's
+        global generator when neither is given), so results do not depend on the device.
+        """
+        n = positive_int(n, "n")
+        g = make_generator(seed, generator)
+        idx = torch.multinomial(self.weights.detach().cpu().double(), n, replacement=True, generator=g)
+        noise = torch.randn(n, self.dim, generator=g, dtype=torch.float64)
+        idx = idx.to(self.means.device)
+        return self.means[idx] + self.stds[idx, None] * noise.to(self.means)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        r"""Log-density :math:`\log q(x)`, shape ``(batch,)`` for ``x`` of shape ``(batch, d)``."""
+        x = as_points(x, "x", dim=self.dim)
+        mix = _Mixture.from_target(self, x)
+        return torch.logsumexp(mix.log_w + _log_normal(x, mix.means, mix.var), dim=1)
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        r"""Score :math:`\nabla_x \log q(x)`, shape ``(batch, d)``."""
+        x = as_points(x, "x", dim=self.dim)
+        mix = _Mixture.from_target(self, x)
+        r = torch.softmax(mix.log_w + _log_normal(x, mix.means, mix.var), dim=1)
+        return -(r[..., None] * (x[:, None, :] - mix.means) / mix.var[..., None]).sum(1)
+
+    def __repr__(self) -> str:
+        return f"GaussianMixture(K={self.n_components}, dim={self.dim}, dtype={self.means.dtype})"
+
+
+Target = Union[GaussianMixture, torch.Tensor]
+
+
+@dataclass
+class _Mixture:
+    """Internal form: means (1, K, d), variances (1 or B, K), log-weights (1, K) in the dtype of ``x``."""
+
+    means: torch.Tensor
+    var: torch.Tensor
+    log_w: torch.Tensor
+    comp_var: torch.Tensor  # s_k^2, shape (1, K)
+
+    @staticmethod
+    def from_target(q: Target, x: torch.Tensor) -> "_Mixture":
+        if isinstance(q, GaussianMixture):
+            if q.dim != x.shape[1]:
+                raise ValueError(f"x must have dim = {q.dim} columns to match the mixture; got shape {tuple(x.shape)}")
+            means = q.means.to(x)
+            comp_var = q.stds.to(x) ** 2
+            log_w = torch.log(q.weights.to(x))
+        elif isinstance(q, torch.Tensor):
+            data = as_points(q, "q (data tensor)")
+            if data.shape[1] != x.shape[1]:
+                raise ValueError(
+                    f"q (data tensor) must have the same dim as x; got {tuple(data.shape)} and {tuple(x.shape)}"
+                )
+            means = data.to(x)
+            comp_var = torch.zeros(data.shape[0], dtype=x.dtype, device=x.device)
+            log_w = torch.full_like(comp_var, -math.log(data.shape[0]))
+        else:
+            raise TypeError(f"q must be a GaussianMixture or a data tensor of shape (N, d); got {type(q).__name__}")
+        return _Mixture(means[None], comp_var[None], log_w[None], comp_var[None])
+
+
+def _log_normal(x: torch.Tensor, means: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """log N(x; means_k, var_k I) for x (B, d), means (1 or B, K, d), var (1 or B, K) -> (B, K)."""
+    d = x.shape[1]
+    sq = ((x[:, None, :] - means) ** 2).sum(-1)
+    return -0.5 * (sq / var + d * torch.log(2 * math.pi * var))
+
+
+def _marginal_parts(path: AffinePath, q: Target, x: torch.Tensor, t: TimeLike):
+    if not isinstance(path, AffinePath):
+        raise TypeError(f"path must be an fmlib.paths.AffinePath (e.g. CondOTPath()); got {type(path).__name__}")
+    x = as_points(x, "x")
+    mix = _Mixture.from_target(q, x)
+    tt = as_time(t, x)
+    s = path._schedule(tt)
+    alpha = s.alpha[:, None]  # (B, 1)
+    var = alpha**2 * mix.comp_var + (s.sigma**2)[:, None]  # (B, K)
+    if (var <= 0).any():
+        bad = float(tt[(var <= 0).any(1)][0])
+        raise ValueError(
+            f"the marginal path has a point mass at t = {bad:g} (sigma_t = 0 and zero-width data components); "
+            "use t < 1, sigma_min > 0, or a GaussianMixture target"
+        )
+    centred = x[:, None, :] - alpha[..., None] * mix.means  # (B, K, d)
+    log_comp = mix.log_w + _log_normal(x, alpha[..., None] * mix.means, var)
+    return tt, s, mix, alpha, var, centred, log_comp
+
+
+def marginal_log_prob(path: AffinePath, q: Target, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
+    r"""Exact log-density :math:`\log p_t(x)` of the marginal path.
+
+    Parameters
+    ----------
+    path:
+        An affine Gaussian path (:class:`fmlib.paths.CondOTPath`, ...).
+    q:
+        The data distribution: a :class:`GaussianMixture`, or a tensor of data points ``(N, d)`` (the empirical
+        distribution, whose marginal at ``t`` is a mixture of ``N`` Gaussians of variance ``sigma_t^2``).
+    x:
+        Points, shape ``(batch, d)``.
+    t:
+        A float or a tensor of shape ``(batch,)`` in ``[0, 1]``.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``(batch,)``.
+    """
+    *_, log_comp = _marginal_parts(path, q, x, t)
+    return torch.logsumexp(log_comp, dim=1)
+
+
+def marginal_score(path: AffinePath, q: Target, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
+    r"""Exact marginal score :math:`\nabla_x \log p_t(x) = -\sum_k r_k(x) (x - \alpha_t m_k) / v_k`.
+
+    Arguments as in :func:`marginal_log_prob`; returns shape ``(batch, d)``.
+    """
+    *_, var, centred, log_comp = _marginal_parts(path, q, x, t)
+    r = torch.softmax(log_comp, dim=1)
+    return -(r[..., None] * centred / var[..., None]).sum(1)
+
+
+def marginal_velocity(path: AffinePath, q: Target, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
+    r"""Exact marginal velocity :math:`u_t(x) = \mathbb E[\dot\alpha_t x_1 + \dot\sigma_t x_0 \mid x_t = x]`.
+
+    For each mixture component the conditional expectation is affine in ``x``:
+    :math:`\dot\alpha_t m_k + \frac{\dot\alpha_t\alpha_t s_k^2 + \sigma_t\dot\sigma_t}{v_k}(x - \alpha_t m_k)`;
+    the result averages these with the posterior weights :math:`r_k(x)`. Arguments as in
+    :func:`marginal_log_prob`; returns shape ``(batch, d)``.
+    """
+    tt, s, mix, alpha, var, centred, log_comp = _marginal_parts(path, q, x, t)
+    r = torch.softmax(log_comp, dim=1)
+    sds = path._sigma_dsigma(tt)[:, None]  # sigma * d_sigma: finite even where d_sigma is not
+    da = s.d_alpha[:, None]
+    gain = (da * alpha * mix.comp_var + sds) / var  # (B, K)
+    u_k = da[..., None] * mix.means + gain[..., None] * centred
+    return (r[..., None] * u_k).sum(1)
+
+
+def posterior_mean(path: AffinePath, q: Target, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
+    r"""Exact denoiser :math:`\mathbb E[x_1 \mid x_t = x] = \sum_k r_k(x)\,(m_k + \alpha_t s_k^2 (x - \alpha_t m_k)/v_k)`.
+
+    This is the optimal ``x1``-prediction. Arguments as in :func:`marginal_log_prob`; returns ``(batch, d)``.
+    """
+    _, _, mix, alpha, var, centred, log_comp = _marginal_parts(path, q, x, t)
+    r = torch.softmax(log_comp, dim=1)
+    e_k = mix.means + (alpha * mix.comp_var / var)[..., None] * centred
+    return (r[..., None] * e_k).sum(1)

@@ -1,0 +1,129 @@
+"""Unit tests for fmlib.utils: seeding, generators and device selection."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from fmlib.utils import get_device, make_generator, seed_everything
+
+
+def _draw():
+    return random.random(), float(np.random.rand()), torch.rand(3)
+
+
+def test_seed_everything_makes_all_rngs_reproducible():
+    seed_everything(123)
+    a = _draw()
+    seed_everything(123)
+    b = _draw()
+    assert a[0] == b[0]
+    assert a[1] == b[1]
+    assert torch.equal(a[2], b[2])
+    seed_everything(124)
+    c = _draw()
+    assert a[0] != c[0] and a[1] != c[1] and not torch.equal(a[2], c[2])
+
+
+def test_seed_everything_matches_the_individual_seeders():
+    seed_everything(7)
+    got = _draw()
+    random.seed(7)
+    np.random.seed(7)
+    torch.manual_seed(7)
+    want = _draw()
+    assert got[0] == want[0] and got[1] == want[1] and torch.equal(got[2], want[2])
+
+
+def test_seed_everything_returns_a_seeded_generator():
+    g = seed_everything(5)
+    assert isinstance(g, torch.Generator)
+    assert g.initial_seed() == 5
+    ref = torch.Generator().manual_seed(5)
+    assert torch.equal(torch.randn(4, generator=g), torch.randn(4, generator=ref))
+
+
+def test_seed_everything_large_seed_reduced_for_numpy():
+    g = seed_everything(2**40 + 3)  # NumPy only takes 32-bit seeds: it gets seed % 2**32
+    x = float(np.random.rand())
+    np.random.seed(3)
+    assert x == float(np.random.rand())
+    assert g.initial_seed() == 2**40 + 3
+
+
+@pytest.mark.parametrize("seed", ["1", 1.0, None, True, [1]])
+def test_seed_everything_rejects_non_int(seed):
+    with pytest.raises(TypeError, match="seed"):
+        seed_everything(seed)
+
+
+def test_seed_everything_rejects_negative():
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        seed_everything(-1)
+
+
+def test_make_generator_from_seed_is_fresh_and_reproducible():
+    g1, g2 = make_generator(11), make_generator(11)
+    assert g1 is not g2
+    assert g1.initial_seed() == 11
+    assert torch.equal(torch.rand(5, generator=g1), torch.rand(5, generator=g2))
+    assert not torch.equal(torch.rand(5, generator=make_generator(11)), torch.rand(5, generator=make_generator(12)))
+
+
+def test_make_generator_passes_generator_through():
+    g = torch.Generator()
+    assert make_generator(generator=g) is g
+    assert make_generator(None, g) is g
+
+
+def test_make_generator_default_is_global_and_follows_seed_everything():
+    assert make_generator() is torch.default_generator
+    seed_everything(3)
+    a = torch.rand(4, generator=make_generator())
+    seed_everything(3)
+    b = torch.rand(4)
+    assert torch.equal(a, b)
+
+
+def test_make_generator_errors():
+    with pytest.raises(ValueError, match="either seed or generator"):
+        make_generator(1, torch.Generator())
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        make_generator(generator="not a generator")
+    for bad in (-1, 1.5, "3", True):
+        with pytest.raises(ValueError, match="seed must be a non-negative int"):
+            make_generator(bad)
+
+
+def test_get_device_auto_without_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert get_device() == torch.device("cpu")
+    assert get_device("auto") == torch.device("cpu")
+
+
+def test_get_device_auto_picks_cuda_when_available(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    dev = get_device("auto")
+    assert isinstance(dev, torch.device) and dev.type == "cuda"
+
+
+def test_get_device_explicit_values():
+    assert get_device("cpu") == torch.device("cpu")
+    assert get_device("cuda:1") == torch.device("cuda", 1)  # constructing a device does not need a GPU
+    d = torch.device("cpu")
+    assert get_device(d) is d
+
+
+@pytest.mark.parametrize("bad", ["gpu", "cuda:x", "", "auto2"])
+def test_get_device_bad_string(bad):
+    with pytest.raises(ValueError, match="device must be"):
+        get_device(bad)
+
+
+@pytest.mark.parametrize("bad", [0, None, 1.0])
+def test_get_device_bad_type(bad):
+    with pytest.raises(TypeError, match="device must be"):
+        get_device(bad)
