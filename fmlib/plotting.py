@@ -6,6 +6,7 @@ self-contained JavaScript player that keeps working in the static HTML book, wit
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Optional, Sequence
 
 import matplotlib as mpl
@@ -24,6 +25,7 @@ __all__ = [
     "plot_field",
     "plot_trajectories",
     "animate",
+    "offline_player",
 ]
 
 Lims = tuple[float, float]
@@ -155,7 +157,29 @@ def animate(fig, update: Callable[[int], Sequence], frames: int, *, interval: in
 
     frames = positive_int(frames, "frames")
     anim = animation.FuncAnimation(fig, update, frames=frames, interval=interval, blit=False)
-    html = HTML(anim.to_jshtml(default_mode="loop"))
+    html = HTML(offline_player(anim.to_jshtml(default_mode="loop")))
     if close:
         plt.close(fig)
     return html
+
+
+_CDN_LINK = re.compile(r'<link\s+rel="stylesheet"\s+href="https?://[^"]*"\s*/?>\s*')
+_ICON = re.compile(r'<i class="fa ([a-z\- ]+)"></i>')
+_ICON_TEXT = {
+    "fa-minus": "&minus;", "fa-fast-backward": "&#8676;", "fa-step-backward": "&lsaquo;",
+    "fa-play fa-flip-horizontal": "&#9664;", "fa-pause": "&#10074;&#10074;", "fa-play": "&#9654;",
+    "fa-step-forward": "&rsaquo;", "fa-fast-forward": "&#8677;", "fa-plus": "+",
+}
+
+
+def offline_player(html: str) -> str:
+    """Make a ``to_jshtml`` player self-contained.
+
+    matplotlib's player links a Font Awesome stylesheet from a CDN for its button icons; offline (and in the
+    book's browser test, which blocks the network) that request fails. This removes the link and replaces
+    each icon by an equivalent Unicode character.
+    """
+    if not isinstance(html, str):
+        raise TypeError(f"html must be a str (the output of to_jshtml); got {type(html).__name__}")
+    html = _CDN_LINK.sub("", html)
+    return _ICON.sub(lambda m: _ICON_TEXT.get(m.group(1).strip(), "&bull;"), html)

@@ -8,6 +8,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
+# One math thread per notebook kernel: the book's networks are tiny, and PyTorch's thread pool makes them
+# several times slower (past the 120 s cell limit) when the cores are shared with other notebooks or jobs.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
 
 start=$(date +%s)
 status=0

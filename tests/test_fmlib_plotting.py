@@ -168,3 +168,16 @@ def test_animate_keep_open_and_errors():
             plotting.animate(fig, lambda i: (), frames=0)
     finally:
         plt.close(fig)
+
+
+def test_animate_player_is_offline():
+    """The to_jshtml player must not link the Font Awesome stylesheet from a CDN (the book works offline)."""
+    from fmlib.plotting import animate, offline_player
+
+    fig, ax = plt.subplots()
+    (line,) = ax.plot([0, 1], [0, 1])
+    html = animate(fig, lambda i: (line,), 2).data
+    assert "http://" not in html and "https://" not in html
+    assert "<i class=\"fa" not in html and "&#9654;" in html  # play button as a Unicode triangle
+    with pytest.raises(TypeError, match="html"):
+        offline_player(None)
