@@ -454,8 +454,9 @@ def log_prob(
     exact:
         ``True``: exact divergence by autograd (``dim`` backward passes per evaluation). ``False``: Hutchinson's
         estimator with ``n_probes`` probes per point, drawn once per call and kept fixed along the trajectory (as in
-        FFJORD), which keeps the augmented ODE smooth for adaptive solvers; the result is then an unbiased estimate of
-        the discretised :math:`\log p_1(x_1)`.
+        FFJORD), which keeps the augmented ODE smooth for adaptive solvers. With a fixed-step method the trajectory does
+        not depend on the probes and the result is an unbiased estimate of the exact-divergence result of the same
+        solver (with ``"dopri5"`` the step sizes depend on the probes, so this holds only approximately).
     generator:
         CPU generator for the Hutchinson probes (ignored when ``exact=True``).
     n_probes, noise:
