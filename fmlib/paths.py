@@ -263,8 +263,9 @@ class AffinePath:
         r"""Convert one prediction of an affine Gaussian path into another.
 
         For ``x_t = alpha_t x1 + sigma_t x0`` the optimal model can be written in four equivalent ways, all
-        functions of ``(x, t)``: the **velocity** :math:`u_t(x) = \mathbb E[\dot\alpha_t x_1 + \dot\sigma_t x_0 \mid x_t = x]`,
-        the **score** :math:`s_t(x) = \nabla_x \log p_t(x)`, the **x1-prediction** (denoiser)
+        functions of ``(x, t)``: the **velocity**
+        :math:`u_t(x) = \mathbb E[\dot\alpha_t x_1 + \dot\sigma_t x_0 \mid x_t = x]`, the **score**
+        :math:`s_t(x) = \nabla_x \log p_t(x)`, the **x1-prediction** (denoiser)
         :math:`\hat x_1 = \mathbb E[x_1 \mid x_t = x]` and the **noise-prediction**
         :math:`\hat\varepsilon = \mathbb E[x_0 \mid x_t = x]`. They are tied by three linear relations,
 
@@ -275,8 +276,8 @@ class AffinePath:
             u_t = \dot\alpha_t \hat x_1 + \dot\sigma_t \hat\varepsilon ,
 
         so each is an affine function of ``x`` and any other one. With
-        :math:`D_t = \dot\alpha_t\sigma_t^2 - \alpha_t\sigma_t\dot\sigma_t = \alpha_t\sigma_t^2 \frac{d}{dt}\log\frac{\alpha_t}{\sigma_t}`
-        (time subscripts dropped below):
+        :math:`D_t = \dot\alpha_t\sigma_t^2 - \alpha_t\sigma_t\dot\sigma_t
+        = \alpha_t\sigma_t^2 \frac{d}{dt}\log\frac{\alpha_t}{\sigma_t}` (time subscripts dropped below):
 
         * to the velocity:
           :math:`u = \frac{\dot\alpha}{\alpha} x + \big(\frac{\dot\alpha\sigma^2}{\alpha} - \sigma\dot\sigma\big) s
@@ -338,7 +339,12 @@ class AffinePath:
         return c_x[:, None] * x + c_p[:, None] * prediction
 
     def score_to_velocity(self, score: torch.Tensor, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
-        r"""Velocity from a score: :math:`u = \frac{\dot\alpha_t}{\alpha_t} x + \big(\frac{\dot\alpha_t\sigma_t^2}{\alpha_t} - \sigma_t\dot\sigma_t\big) s`.
+        r"""Velocity from a score (the probability-flow velocity).
+
+        .. math::
+
+            u = \frac{\dot\alpha_t}{\alpha_t}\, x
+                + \Big(\frac{\dot\alpha_t\sigma_t^2}{\alpha_t} - \sigma_t\dot\sigma_t\Big)\, s
 
         ``score`` and ``x`` have shape ``(batch, dim)``; ``t`` is a float or ``(batch,)``; returns ``(batch, dim)``.
         Undefined where ``alpha_t = 0``. See :meth:`convert`.
@@ -346,36 +352,58 @@ class AffinePath:
         return self._convert(score, x, t, "score", "velocity", "score_to_velocity")
 
     def velocity_to_score(self, velocity: torch.Tensor, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
-        r"""Score from a velocity: :math:`s = \frac{\alpha_t u - \dot\alpha_t x}{\dot\alpha_t\sigma_t^2 - \alpha_t\sigma_t\dot\sigma_t}`.
+        r"""Score from a velocity.
 
-        Shapes ``(batch, dim)``; undefined where the denominator vanishes (e.g. ``sigma_t = 0`` with finite
+        .. math:: s = \frac{\alpha_t u - \dot\alpha_t x}{\dot\alpha_t\sigma_t^2 - \alpha_t\sigma_t\dot\sigma_t}
+
+        Shapes ``(batch, dim)``; undefined where the denominator vanishes (e.g. ``sigma_t = 0`` with a finite
         ``d_sigma_t``). See :meth:`convert`.
         """
         return self._convert(velocity, x, t, "velocity", "score", "velocity_to_score")
 
     def x1_to_velocity(self, x1_pred: torch.Tensor, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
-        r"""Velocity from an x1-prediction: :math:`u = \frac{\dot\sigma_t}{\sigma_t} x + \big(\dot\alpha_t - \frac{\alpha_t\dot\sigma_t}{\sigma_t}\big)\hat x_1`.
+        r"""Velocity from an x1-prediction.
+
+        .. math::
+
+            u = \frac{\dot\sigma_t}{\sigma_t}\, x
+                + \Big(\dot\alpha_t - \frac{\alpha_t\dot\sigma_t}{\sigma_t}\Big)\, \hat x_1
 
         Shapes ``(batch, dim)``; undefined where ``sigma_t = 0``. See :meth:`convert`.
         """
         return self._convert(x1_pred, x, t, "x1", "velocity", "x1_to_velocity")
 
     def velocity_to_x1(self, velocity: torch.Tensor, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
-        r"""x1-prediction from a velocity: :math:`\hat x_1 = \frac{\sigma_t^2 u - \sigma_t\dot\sigma_t x}{\dot\alpha_t\sigma_t^2 - \alpha_t\sigma_t\dot\sigma_t}`.
+        r"""x1-prediction from a velocity.
+
+        .. math::
+
+            \hat x_1 = \frac{\sigma_t^2 u - \sigma_t\dot\sigma_t x}
+                           {\dot\alpha_t\sigma_t^2 - \alpha_t\sigma_t\dot\sigma_t}
 
         Shapes ``(batch, dim)``; undefined where the denominator vanishes. See :meth:`convert`.
         """
         return self._convert(velocity, x, t, "velocity", "x1", "velocity_to_x1")
 
     def noise_to_velocity(self, eps_pred: torch.Tensor, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
-        r"""Velocity from a noise-prediction: :math:`u = \frac{\dot\alpha_t}{\alpha_t} x + \big(\dot\sigma_t - \frac{\dot\alpha_t\sigma_t}{\alpha_t}\big)\hat\varepsilon`.
+        r"""Velocity from a noise-prediction.
+
+        .. math::
+
+            u = \frac{\dot\alpha_t}{\alpha_t}\, x
+                + \Big(\dot\sigma_t - \frac{\dot\alpha_t\sigma_t}{\alpha_t}\Big)\, \hat\varepsilon
 
         Shapes ``(batch, dim)``; undefined where ``alpha_t = 0`` or ``d_sigma_t`` is infinite. See :meth:`convert`.
         """
         return self._convert(eps_pred, x, t, "noise", "velocity", "noise_to_velocity")
 
     def velocity_to_noise(self, velocity: torch.Tensor, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
-        r"""Noise-prediction from a velocity: :math:`\hat\varepsilon = -\sigma_t\,\frac{\alpha_t u - \dot\alpha_t x}{\dot\alpha_t\sigma_t^2 - \alpha_t\sigma_t\dot\sigma_t}`.
+        r"""Noise-prediction from a velocity.
+
+        .. math::
+
+            \hat\varepsilon = -\sigma_t\,
+                \frac{\alpha_t u - \dot\alpha_t x}{\dot\alpha_t\sigma_t^2 - \alpha_t\sigma_t\dot\sigma_t}
 
         Shapes ``(batch, dim)``; undefined where the denominator vanishes. See :meth:`convert`.
         """
