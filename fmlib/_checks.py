@@ -7,7 +7,7 @@ Every public function validates its inputs with these helpers so that bad input 
 from __future__ import annotations
 
 import numbers
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import torch
 
@@ -126,3 +126,16 @@ def check_finite(x: torch.Tensor, name: str) -> None:
     """Raise a ``ValueError`` if ``x`` holds NaN or infinite values."""
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def call_field(field: Callable, x: torch.Tensor, t: torch.Tensor, name: str = "velocity") -> torch.Tensor:
+    """Call ``field(x, t)`` and check that it returns a tensor of the shape of ``x``.
+
+    Raises ``TypeError`` (not a tensor) or ``ValueError`` (wrong shape), naming ``name`` and both shapes.
+    """
+    out = field(x, t)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"{name}(x, t) must return a tensor; got {type(out).__name__}")
+    if out.shape != x.shape:
+        raise ValueError(f"{name}(x, t) must return the shape of x {tuple(x.shape)}; got {tuple(out.shape)}")
+    return out

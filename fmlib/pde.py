@@ -24,7 +24,7 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from ._checks import TimeLike, as_points, as_time, positive_int, real
+from ._checks import TimeLike, as_points, as_time, call_field, positive_int, real
 from .paths import AffinePath
 from .solvers import divergence as _exact_divergence
 from .targets import GaussianMixture
@@ -49,15 +49,6 @@ def _step(h: object, name: str = "h") -> Optional[float]:
     if h is None:
         return None
     return real(h, name, positive=True)
-
-
-def _call_field(field: Field, x: torch.Tensor, t: torch.Tensor, name: str) -> torch.Tensor:
-    out = field(x, t)
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(f"{name}(x, t) must return a tensor of shape {tuple(x.shape)}; got {type(out).__name__}")
-    if out.shape != x.shape:
-        raise ValueError(f"{name}(x, t) must return the shape of x {tuple(x.shape)}; got {tuple(out.shape)}")
-    return out
 
 
 def _call_log_prob(log_prob: LogProb, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -116,8 +107,8 @@ def divergence(field: Field, x: torch.Tensor, t: TimeLike, h: Optional[float] = 
         for i in range(d):
             e = torch.zeros_like(x)
             e[:, i] = h
-            plus = _call_field(field, x + e, tt, "field")[:, i]
-            minus = _call_field(field, x - e, tt, "field")[:, i]
+            plus = call_field(field, x + e, tt, "field")[:, i]
+            minus = call_field(field, x - e, tt, "field")[:, i]
             total = total + (plus - minus) / (2 * h)
         return total.detach()
     # exact divergence: the autograd implementation of fmlib.solvers (one backward pass per dimension)
@@ -182,7 +173,7 @@ def continuity_residual(
                 d_t, grad_x = None, None
             d_t = torch.zeros_like(ts) if d_t is None else d_t
             grad_x = torch.zeros_like(xx) if grad_x is None else grad_x
-        u = _call_field(velocity_fn, x, tt, "velocity_fn")
+        u = call_field(velocity_fn, x, tt, "velocity_fn")
         div_u = divergence(velocity_fn, x, tt)
         r_log = d_t.detach() + div_u + (u.detach() * grad_x.detach()).sum(1)
         if form == "log":
@@ -199,12 +190,12 @@ def continuity_residual(
             for i in range(d):
                 e = torch.zeros_like(x)
                 e[:, i] = h
-                flux_plus = p(x + e, tt) * _call_field(velocity_fn, x + e, tt, "velocity_fn")[:, i]
-                flux_minus = p(x - e, tt) * _call_field(velocity_fn, x - e, tt, "velocity_fn")[:, i]
+                flux_plus = p(x + e, tt) * call_field(velocity_fn, x + e, tt, "velocity_fn")[:, i]
+                flux_minus = p(x - e, tt) * call_field(velocity_fn, x - e, tt, "velocity_fn")[:, i]
                 r = r + (flux_plus - flux_minus) / (2 * h)
             return r
         logp_t = (_call_log_prob(log_prob_fn, x, tt + h) - _call_log_prob(log_prob_fn, x, tt - h)) / (2 * h)
-        u = _call_field(velocity_fn, x, tt, "velocity_fn")
+        u = call_field(velocity_fn, x, tt, "velocity_fn")
         r = logp_t + divergence(velocity_fn, x, tt, h=h)
         for i in range(d):
             e = torch.zeros_like(x)

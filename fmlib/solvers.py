@@ -30,7 +30,7 @@ from typing import Callable, Optional, Union
 
 import torch
 
-from ._checks import as_points, as_time, positive_int, real
+from ._checks import as_points, as_time, call_field, positive_int, real
 from .utils import make_generator
 
 __all__ = [
@@ -262,15 +262,6 @@ def _with_grad_input(x: torch.Tensor) -> torch.Tensor:
     return x if x.requires_grad else x.detach().requires_grad_(True)
 
 
-def _call(velocity: Velocity, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    out = velocity(x, t)
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(f"velocity(x, t) must return a tensor; got {type(out).__name__}")
-    if out.shape != x.shape:
-        raise ValueError(f"velocity(x, t) must return the shape of x {tuple(x.shape)}; got {tuple(out.shape)}")
-    return out
-
-
 def _grad(out: torch.Tensor, x: torch.Tensor, create_graph: bool) -> torch.Tensor:
     """``d out / d x`` (zeros where ``out`` does not depend on ``x``)."""
     if not out.requires_grad:
@@ -283,7 +274,7 @@ def _velocity_and_divergence(velocity, x, t, create_graph):
     """(v(x, t), exact divergence) with autograd: one backward pass per dimension."""
     with torch.enable_grad():
         xr = _with_grad_input(x)
-        v = _call(velocity, xr, t)
+        v = call_field(velocity, xr, t)
         div = torch.zeros(x.shape[0], dtype=v.dtype, device=v.device)
         for i in range(x.shape[1]):
             div = div + _grad(v[:, i].sum(), xr, create_graph)[:, i]
@@ -296,7 +287,7 @@ def _velocity_and_hutchinson(velocity, x, t, probes, create_graph):
     """(v(x, t), mean over probes of eps^T (dv/dx) eps) with one vector-Jacobian product per probe."""
     with torch.enable_grad():
         xr = _with_grad_input(x)
-        v = _call(velocity, xr, t)
+        v = call_field(velocity, xr, t)
         est = torch.zeros(x.shape[0], dtype=v.dtype, device=v.device)
         for eps in probes:
             vjp = _grad((v * eps).sum(), xr, create_graph)  # row i: eps_i^T J_i

@@ -9,7 +9,9 @@ matplotlib.use("Agg", force=True)
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from fmlib.exercises import Feedback, compare_tensors, require_callable  # noqa: E402
+from fmlib._checks import call_field  # noqa: E402
+from fmlib.exercises import (Feedback, compare_tensors, require_callable, shape_problem,  # noqa: E402
+                             with_broadcast_hint)
 from fmlib.exercises._core import call_student  # noqa: E402
 
 F64 = torch.float64
@@ -100,3 +102,31 @@ def test_require_callable():
     assert require_callable(len, "f", "f(x)") is None
     fb = require_callable(3, "velocity", "velocity(x, t)")
     assert not fb and fb.message == "velocity must be a function velocity(x, t); got int."
+
+
+def test_shape_problem_accepts_right_shape_and_names_wrong_ones():
+    expected = torch.zeros(4, 2)
+    assert shape_problem(torch.ones(4, 2), expected, "f(x)", hint=" HINT") is None
+    not_tensor = shape_problem([1.0], expected, "f(x)")
+    assert not not_tensor and "f(x) must return a tensor" in not_tensor.message and "list" in not_tensor.message
+    broadcast = shape_problem(torch.ones(4, 4, 2), expected, "f(x)", hint=" HINT")
+    assert not broadcast and "(4, 2), got (4, 4, 2)" in broadcast.message and broadcast.message.endswith("HINT")
+    wrong_dim = shape_problem(torch.ones(4, 3), expected, "f(x)", hint=" HINT")
+    assert not wrong_dim and "HINT" not in wrong_dim.message  # batch and rank are right: no broadcasting hint
+
+
+def test_with_broadcast_hint_only_for_broadcast_errors():
+    err = Feedback(False, "f raised RuntimeError: The size of tensor a (4) must match the size of tensor b (2)")
+    assert with_broadcast_hint(err, " HINT").message.endswith("HINT")
+    other = Feedback(False, "f raised KeyError: 'x'")
+    assert with_broadcast_hint(other, " HINT") is other
+
+
+def test_call_field_checks_type_and_shape():
+    x, t = torch.zeros(3, 2), torch.zeros(3)
+    assert torch.equal(call_field(lambda x, t: x + 1, x, t), torch.ones(3, 2))
+    with pytest.raises(TypeError, match=r"field\(x, t\) must return a tensor; got float"):
+        call_field(lambda x, t: 1.0, x, t, "field")
+    with pytest.raises(ValueError, match=r"velocity\(x, t\) must return the shape of x \(3, 2\); got \(3,\)"):
+        call_field(lambda x, t: t, x, t)
+

@@ -9,6 +9,6 @@ Each chapter's checkers live in their own submodule (``fmlib.exercises.<chapter>
     assert fb, fb.message
 """
 
-from ._core import Feedback, compare_tensors, require_callable
+from ._core import Feedback, compare_tensors, require_callable, shape_problem, with_broadcast_hint
 
-__all__ = ["Feedback", "compare_tensors", "require_callable"]
+__all__ = ["Feedback", "compare_tensors", "require_callable", "shape_problem", "with_broadcast_hint"]

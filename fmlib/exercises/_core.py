@@ -54,6 +54,27 @@ def call_student(fn: Callable, *args, name: str = "your function") -> tuple[Any,
         return None, Feedback(False, f"{name} raised {type(err).__name__}: {err}")
 
 
+def shape_problem(out: Any, expected: torch.Tensor, signature: str, hint: str = "") -> Optional[Feedback]:
+    """Feedback when a student's output is not a tensor of ``expected``'s shape; ``None`` when it is.
+
+    ``hint`` is appended when the batch size or the number of axes is wrong, the usual symptom of combining a
+    ``(batch,)`` tensor with ``(batch, dim)`` points without a trailing axis.
+    """
+    if not isinstance(out, torch.Tensor):
+        return Feedback(False, f"{signature} must return a tensor of shape (batch, dim); got {type(out).__name__}.")
+    if out.shape != expected.shape:
+        extra = hint if out.ndim != expected.ndim or out.shape[0] != expected.shape[0] else ""
+        return Feedback(False, f"expected an output of shape {tuple(expected.shape)}, got {tuple(out.shape)}.{extra}")
+    return None
+
+
+def with_broadcast_hint(err: Feedback, hint: str) -> Feedback:
+    """``err`` with ``hint`` appended when the student's exception was a broadcasting error."""
+    if "size of tensor" in err.message or "broadcast" in err.message:
+        return Feedback(False, err.message + hint)
+    return err
+
+
 def compare_tensors(
     got: Any,
     expected: torch.Tensor,

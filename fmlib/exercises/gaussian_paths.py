@@ -13,13 +13,14 @@ names the mistake (a flipped sign, ``sigma`` where its derivative belongs, a mis
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 
 from .._checks import real
 from ..paths import VEPath
-from ._core import Feedback, call_student, compare_tensors, require_callable
+from ._core import (Feedback, call_student, compare_tensors, require_callable, shape_problem,
+                    with_broadcast_hint)
 
 __all__ = ["check_gaussian_cond_velocity", "check_ve_cond_velocity"]
 
@@ -50,21 +51,6 @@ _BROADCAST_HINT = (" sigma and d_sigma have shape (batch,): add a trailing axis 
                    " them with points of shape (batch, dim).")
 
 
-def _shape_problem(out: object, expected: torch.Tensor) -> Optional[Feedback]:
-    if not isinstance(out, torch.Tensor):
-        return Feedback(False, f"{_SIGNATURE} must return a tensor of shape (batch, dim); got {type(out).__name__}.")
-    if out.shape != expected.shape:
-        hint = _BROADCAST_HINT if out.ndim != 2 or out.shape[0] != expected.shape[0] else ""
-        return Feedback(False, f"expected an output of shape {tuple(expected.shape)}, got {tuple(out.shape)}.{hint}")
-    return None
-
-
-def _with_broadcast_hint(err: Feedback) -> Feedback:
-    if "size of tensor" in err.message or "broadcast" in err.message:
-        return Feedback(False, err.message + _BROADCAST_HINT)
-    return err
-
-
 def check_gaussian_cond_velocity(cond_velocity: Callable) -> Feedback:
     r"""Check ``cond_velocity(x, mu, sigma, d_mu, d_sigma)`` against :math:`\frac{\dot\sigma}{\sigma}(x-\mu)+\dot\mu`.
 
@@ -90,8 +76,8 @@ def check_gaussian_cond_velocity(cond_velocity: Callable) -> Feedback:
     expected = _reference(x, mu, sigma, d_mu, d_sigma)
     out, err = call_student(cond_velocity, x, mu, sigma, d_mu, d_sigma, name=name)
     if err is not None:
-        return _with_broadcast_hint(err)
-    bad = _shape_problem(out, expected)
+        return with_broadcast_hint(err, _BROADCAST_HINT)
+    bad = shape_problem(out, expected, _SIGNATURE, _BROADCAST_HINT)
     if bad is not None:
         return bad
 

@@ -18,12 +18,13 @@ schedules of real paths (CondOT, VP, cosine) and compares with :meth:`fmlib.path
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 
 from ..paths import CondOTPath, CosinePath, VPPath
-from ._core import Feedback, call_student, compare_tensors, require_callable
+from ._core import (Feedback, call_student, compare_tensors, require_callable, shape_problem,
+                    with_broadcast_hint)
 
 __all__ = ["check_score_to_velocity", "check_score_to_x1"]
 
@@ -46,21 +47,6 @@ def _schedule_values(g: torch.Generator, batch: int):
     d_alpha = 0.5 + torch.rand(batch, generator=g, dtype=torch.float64)
     d_sigma = -0.5 - torch.rand(batch, generator=g, dtype=torch.float64)
     return alpha, sigma, d_alpha, d_sigma
-
-
-def _shape_problem(out: object, expected: torch.Tensor, signature: str) -> Optional[Feedback]:
-    if not isinstance(out, torch.Tensor):
-        return Feedback(False, f"{signature} must return a tensor of shape (batch, dim); got {type(out).__name__}.")
-    if out.shape != expected.shape:
-        hint = _BROADCAST_HINT if out.ndim != 2 or out.shape[0] != expected.shape[0] else ""
-        return Feedback(False, f"expected an output of shape {tuple(expected.shape)}, got {tuple(out.shape)}.{hint}")
-    return None
-
-
-def _with_broadcast_hint(err: Feedback) -> Feedback:
-    if "size of tensor" in err.message or "broadcast" in err.message:
-        return Feedback(False, err.message + _BROADCAST_HINT)
-    return err
 
 
 def check_score_to_velocity(score_to_velocity: Callable) -> Feedback:
@@ -96,8 +82,8 @@ def check_score_to_velocity(score_to_velocity: Callable) -> Feedback:
 
     out, err = call_student(score_to_velocity, score, x, a, s, da, ds, name=name)
     if err is not None:
-        return _with_broadcast_hint(err)
-    bad = _shape_problem(out, expected, name)
+        return with_broadcast_hint(err, _BROADCAST_HINT)
+    bad = shape_problem(out, expected, name, _BROADCAST_HINT)
     if bad is not None:
         return bad
 
@@ -217,8 +203,8 @@ def check_score_to_x1(score_to_x1: Callable) -> Feedback:
     expected = (x + col(s**2) * score) / col(a)
     out, err = call_student(score_to_x1, score, x, a, s, name=_TWEEDIE_SIGNATURE)
     if err is not None:
-        return _with_broadcast_hint(err)
-    bad = _shape_problem(out, expected, _TWEEDIE_SIGNATURE)
+        return with_broadcast_hint(err, _BROADCAST_HINT)
+    bad = shape_problem(out, expected, _TWEEDIE_SIGNATURE, _BROADCAST_HINT)
     if bad is not None:
         return bad
     if _close(out, expected):
