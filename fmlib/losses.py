@@ -6,6 +6,9 @@ The conditional flow matching loss regresses the network on the velocity of the 
           \big\| v_\theta(x_t, t) - (\dot\alpha_t x_1 + \dot\sigma_t x_0) \big\|^2 ,
           \qquad x_t = \alpha_t x_1 + \sigma_t x_0 .
 
+The denoising score matching loss (:func:`dsm_loss`) regresses a score model on the conditional score
+:math:`\nabla_x \log p_t(x_t \mid x_1) = -x_0/\sigma_t`.
+
 The (marginal) flow matching loss regresses it on the exact marginal velocity instead,
 
 .. math:: \mathcal L_{\mathrm{FM}}(\theta) = \mathbb E_{t,\ x \sim p_t} \big\| v_\theta(x, t) - u_t(x) \big\|^2 ,
@@ -33,6 +36,7 @@ __all__ = [
     "fm_loss",
     "bregman_divergence",
     "bregman_cfm_loss",
+    "dsm_loss",
 ]
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -40,13 +44,17 @@ Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def squared_error(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Batch mean of the squared Euclidean error ``mean_i ||prediction_i - target_i||^2`` (a scalar)."""
+    _check_output(prediction, target)
+    return ((prediction - target) ** 2).sum(dim=1).mean()
+
+
+def _check_output(prediction: object, like: torch.Tensor) -> None:
     if not isinstance(prediction, torch.Tensor):
         raise TypeError(f"the model must return a tensor; got {type(prediction).__name__}")
-    if prediction.shape != target.shape:
+    if prediction.shape != like.shape:
         raise ValueError(
-            f"the model output must have the shape of its input x {tuple(target.shape)}; got {tuple(prediction.shape)}"
+            f"the model output must have the shape of its input x {tuple(like.shape)}; got {tuple(prediction.shape)}"
         )
-    return ((prediction - target) ** 2).sum(dim=1).mean()
 
 
 def cfm_loss(model: Model, path: AffinePath, x0: torch.Tensor, x1: torch.Tensor, t: TimeLike) -> torch.Tensor:
@@ -113,7 +121,7 @@ def cfm_loss_per_sample(
     x_t = path.sample(x0, x1, tt)
     target = path.target_velocity(x0, x1, tt)
     pred = model(x_t, tt)
-    squared_error(pred, target)  # validates the model output
+    _check_output(pred, target)
     return ((pred - target) ** 2).sum(dim=1)
 
 
@@ -157,6 +165,65 @@ def fm_loss(
     tt = as_time(t, x)
     u = marginal_velocity(path, target, x, tt)
     return squared_error(model(x, tt), u)
+
+
+_DSM_WEIGHTINGS = ("noise", "none")
+
+
+def dsm_loss(
+    model: Model, path: AffinePath, x0: torch.Tensor, x1: torch.Tensor, t: TimeLike, weighting: str = "noise"
+) -> torch.Tensor:
+    r"""Denoising score matching loss on one batch, for a score model :math:`s_\theta(x, t)`.
+
+    At :math:`x_t = \alpha_t x_1 + \sigma_t x_0` the conditional score of a Gaussian path is
+    :math:`\nabla_x \log p_t(x_t \mid x_1) = -x_0/\sigma_t`, so
+
+    * ``weighting="noise"`` (default): :math:`\frac1B\sum_i \sigma_{t_i}^2 \|s_\theta(x_{t_i}, t_i) + x_{0,i}/\sigma_{t_i}\|^2
+      = \frac1B\sum_i \|\sigma_{t_i} s_\theta(x_{t_i}, t_i) + x_{0,i}\|^2`, the :math:`\sigma_t^2`-weighted loss, equal
+      to noise prediction with :math:`\hat\varepsilon = -\sigma_t s_\theta`; finite for every ``t`` in ``[0, 1]``;
+    * ``weighting="none"``: :math:`\frac1B\sum_i \|s_\theta(x_{t_i}, t_i) + x_{0,i}/\sigma_{t_i}\|^2`, the plain loss,
+      whose target has mean square :math:`d/\sigma_t^2` and explodes where :math:`\sigma_t \to 0`.
+
+    Parameters
+    ----------
+    model:
+        The score model, called as ``model(x_t, t)`` with ``x_t`` of shape ``(batch, d)`` and ``t`` of shape
+        ``(batch,)``; returns ``(batch, d)``.
+    path:
+        An affine Gaussian path (:mod:`fmlib.paths`).
+    x0, x1:
+        Noise and data, shape ``(batch, d)``; row ``i`` of each forms a pair.
+    t:
+        A float or a tensor of shape ``(batch,)`` in ``[0, 1]``.
+    weighting:
+        ``"noise"`` or ``"none"`` (see above).
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``weighting``, or ``weighting="none"`` at a time where ``sigma_t = 0`` (the target is
+        infinite there).
+    """
+    _check_path(path)
+    _check_model(model)
+    if weighting not in _DSM_WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {_DSM_WEIGHTINGS}; got {weighting!r}")
+    as_points(x0, "x0")
+    as_points(x1, "x1")
+    same_shape(x0, x1, "x0", "x1")
+    tt = as_time(t, x1)
+    sigma = path.schedule(tt)[1][:, None]
+    x_t = path.sample(x0, x1, tt)
+    pred = model(x_t, tt)
+    _check_output(pred, x_t)
+    if weighting == "noise":
+        return squared_error(sigma * pred, -x0)
+    if bool((sigma == 0).any()):
+        raise ValueError(
+            "weighting='none' needs sigma_t > 0: the conditional score -x0/sigma_t is infinite where sigma_t = 0 "
+            f"(got {int((sigma == 0).sum())} such time(s)); use t < 1, a path with sigma_min > 0, or weighting='noise'"
+        )
+    return squared_error(pred, -x0 / sigma)
 
 
 ConvexFunction = Callable[[torch.Tensor], torch.Tensor]
@@ -241,5 +308,5 @@ def bregman_cfm_loss(
     x_t = path.sample(x0, x1, tt)
     target = path.target_velocity(x0, x1, tt)
     pred = model(x_t, tt)
-    squared_error(pred, target)  # validates the model output
+    _check_output(pred, target)
     return bregman_divergence(phi, target, pred).mean()

@@ -12,6 +12,7 @@ from fmlib.losses import (
     bregman_divergence,
     cfm_loss,
     cfm_loss_per_sample,
+    dsm_loss,
     fm_loss,
 )
 from fmlib.paths import CondOTPath, CosinePath, VPPath
@@ -248,3 +249,74 @@ def test_bregman_bad_inputs():
     with pytest.raises(TypeError, match="phi"):
         bregman_cfm_loss(Linear(0), CondOTPath(), x0, x1, t, None)
     assert math.isfinite(float(bregman_cfm_loss(Linear(0), CondOTPath(), x0, x1, t, lambda w: (w**2).sum(1)).detach()))
+
+
+# --- dsm_loss ---------------------------------------------------------------------------------------------------
+
+
+def test_dsm_loss_matches_hand_computation_for_both_weightings():
+    gen = torch.Generator().manual_seed(0)
+    x0, x1 = torch.randn(6, 2, generator=gen, dtype=torch.float64), torch.randn(6, 2, generator=gen, dtype=torch.float64)
+    path = CondOTPath()
+    x_t = 0.5 * x1 + 0.5 * x0  # sigma_t = 0.5
+
+    def model(x, t):
+        return -x  # the score of N(0, I)
+
+    by_hand_none = ((-x_t + x0 / 0.5) ** 2).sum(1).mean()
+    by_hand_noise = ((0.5 * -x_t + x0) ** 2).sum(1).mean()
+    assert torch.allclose(dsm_loss(model, path, x0, x1, 0.5, weighting="none"), by_hand_none, rtol=1e-14)
+    assert torch.allclose(dsm_loss(model, path, x0, x1, 0.5), by_hand_noise, rtol=1e-14)
+    assert torch.allclose(dsm_loss(model, path, x0, x1, 0.5), 0.25 * by_hand_none, rtol=1e-14)
+
+
+@pytest.mark.parametrize("path", [CondOTPath(0.01), VPPath(), CosinePath()], ids=repr)
+def test_dsm_loss_is_zero_for_the_exact_score_of_a_single_data_point(path):
+    # for q = delta_{x1} the marginal score is the conditional score, so the exact model has zero loss
+    gen = torch.Generator().manual_seed(1)
+    x1_point = torch.tensor([[0.7, -1.2]], dtype=torch.float64)
+    x0 = torch.randn(64, 2, generator=gen, dtype=torch.float64)
+    x1 = x1_point.expand(64, 2)
+    t = 0.05 + 0.9 * torch.rand(64, generator=gen, dtype=torch.float64)
+
+    def exact_score(x, t):
+        return path.cond_score(x, x1_point.expand_as(x), t)
+
+    for weighting in ("noise", "none"):
+        assert float(dsm_loss(exact_score, path, x0, x1, t, weighting=weighting)) < 1e-20
+
+
+def test_dsm_loss_with_noise_weighting_is_noise_prediction():
+    gen = torch.Generator().manual_seed(2)
+    x0, x1 = torch.randn(32, 3, generator=gen, dtype=torch.float64), torch.randn(32, 3, generator=gen, dtype=torch.float64)
+    t = torch.rand(32, generator=gen, dtype=torch.float64)
+    path = VPPath()
+    weights = torch.randn(3, 3, generator=gen, dtype=torch.float64)
+
+    def eps_model(x, t):
+        return torch.tanh(x @ weights) * (1 + t[:, None])
+
+    def score_model(x, t):
+        return path.noise_to_score(eps_model(x, t), x, t)
+
+    x_t = path.sample(x0, x1, t)
+    noise_prediction = ((eps_model(x_t, t) - x0) ** 2).sum(1).mean()
+    assert torch.allclose(dsm_loss(score_model, path, x0, x1, t), noise_prediction, rtol=1e-12)
+
+
+def test_dsm_loss_bad_inputs():
+    x0, x1 = torch.zeros(4, 2), torch.ones(4, 2)
+    path = CondOTPath()
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        dsm_loss(lambda x, t: x, path, x0, x1, 0.5, weighting="sigma")
+    with pytest.raises(ValueError, match="needs sigma_t > 0"):
+        dsm_loss(lambda x, t: x, path, x0, x1, 1.0, weighting="none")
+    assert float(dsm_loss(lambda x, t: x, path, x0, x1, 1.0)) == 0.0  # the noise weighting is finite at t = 1
+    with pytest.raises(ValueError, match=r"shape of its input x \(4, 2\); got \(4,\)"):
+        dsm_loss(lambda x, t: t, path, x0, x1, 0.5)
+    with pytest.raises(TypeError, match="the model must return a tensor"):
+        dsm_loss(lambda x, t: 1.0, path, x0, x1, 0.5)
+    with pytest.raises(TypeError, match="path must be an fmlib.paths.AffinePath"):
+        dsm_loss(lambda x, t: x, "CondOT", x0, x1, 0.5)
+    with pytest.raises(ValueError, match="x1"):
+        dsm_loss(lambda x, t: x, path, x0, torch.ones(3, 2), 0.5)
