@@ -1,15 +1,16 @@
-"""Reproducibility and device selection."""
+"""Reproducibility, device selection, timing and small autograd helpers."""
 
 from __future__ import annotations
 
 import random
-from typing import Optional, Union
+import time
+from typing import Callable, Iterable, Optional, Union
 
 import numpy as np
 import torch
 
 
-__all__ = ["seed_everything", "get_device", "make_generator"]
+__all__ = ["seed_everything", "get_device", "make_generator", "best_time", "flat_grad"]
 
 
 def seed_everything(seed: int = 0) -> torch.Generator:
@@ -81,3 +82,59 @@ def get_device(device: Union[str, torch.device] = "auto") -> torch.device:
         return torch.device(device)
     except RuntimeError as err:
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}") from err
+
+
+_CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def best_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, clock: str = "wall") -> float:
+    """Seconds taken by the fastest of ``repeats`` calls of ``fn()``, after ``warmup`` untimed calls.
+
+    The minimum is the run least disturbed by other processes. ``clock="wall"`` reads ``time.perf_counter`` and
+    waits for queued CUDA work before each reading, so GPU time is counted; ``clock="cpu"`` reads
+    ``time.process_time`` (CPU time of this process): insensitive to other programs sharing the cores, but blind
+    to work done on a GPU.
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be a function of no arguments; got {type(fn).__name__}")
+    for name, value, least in (("repeats", repeats, 1), ("warmup", warmup, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}; got {value!r}")
+    if clock not in _CLOCKS:
+        raise ValueError(f"clock must be one of {tuple(_CLOCKS)}; got {clock!r}")
+    read = _CLOCKS[clock]
+
+    def sync() -> None:
+        if clock == "wall" and torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+
+    for _ in range(warmup):
+        fn()
+    best = float("inf")
+    for _ in range(repeats):
+        sync()
+        start = read()
+        fn()
+        sync()
+        best = min(best, read() - start)
+    return best
+
+
+def flat_grad(
+    loss: torch.Tensor, parameters: Union[torch.nn.Module, Iterable[torch.Tensor]], retain_graph: bool = False
+) -> torch.Tensor:
+    """Gradient of a scalar ``loss`` with respect to ``parameters``, concatenated into one vector.
+
+    ``parameters`` is a module (all its parameters, in ``module.parameters()`` order) or a sequence of tensors;
+    returns a 1-D tensor of length ``sum(p.numel())``. Parameters that ``loss`` does not depend on contribute
+    zeros. ``retain_graph=True`` keeps the graph for another gradient of the same forward pass.
+    """
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise ValueError(f"loss must be a scalar tensor; got {shape}")
+    params = list(parameters.parameters()) if isinstance(parameters, torch.nn.Module) else list(parameters)
+    if not params or not all(isinstance(p, torch.Tensor) for p in params):
+        raise TypeError("parameters must be a torch.nn.Module or a non-empty sequence of tensors")
+    grads = torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True)
+    return torch.cat([(torch.zeros_like(p) if gr is None else gr).flatten() for p, gr in zip(params, grads)])
+

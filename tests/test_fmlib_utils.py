@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fmlib.utils import get_device, make_generator, seed_everything
+from fmlib.utils import best_time, flat_grad, get_device, make_generator, seed_everything
 
 
 def _draw():
@@ -127,3 +127,59 @@ def test_get_device_bad_string(bad):
 def test_get_device_bad_type(bad):
     with pytest.raises(TypeError, match="device must be"):
         get_device(bad)
+
+
+def test_best_time_wall_clock_measures_a_sleep():
+    import time
+
+    seconds = best_time(lambda: time.sleep(0.02), repeats=2, warmup=0)
+    assert 0.02 <= seconds < 0.5
+
+
+def test_best_time_cpu_clock_ignores_sleep_and_runs_warmup():
+    import time
+
+    calls = []
+
+    def fn():
+        calls.append(1)
+        time.sleep(0.02)
+
+    assert best_time(fn, repeats=3, warmup=2, clock="cpu") < 0.015  # sleeping uses no CPU time
+    assert len(calls) == 5
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"repeats": 0}, ValueError, "repeats must be an integer >= 1"),
+        ({"warmup": -1}, ValueError, "warmup must be an integer >= 0"),
+        ({"clock": "gpu"}, ValueError, "clock must be one of"),
+    ],
+)
+def test_best_time_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        best_time(lambda: None, **kwargs)
+    with pytest.raises(TypeError, match="fn must be a function"):
+        best_time(3)
+
+
+def test_flat_grad_matches_hand_gradient_in_parameter_order():
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    loss = (net(x) ** 2).sum()
+    y = net(x)  # d loss / dW = 2 y^T x, d loss / db = 2 sum_i y_i
+    expected = torch.cat([(2 * y.T @ x).flatten(), (2 * y.sum(0))]).detach()
+    torch.testing.assert_close(flat_grad(loss, net, retain_graph=True), expected)
+    torch.testing.assert_close(flat_grad(loss, [net.weight, net.bias]), expected)
+
+
+def test_flat_grad_unused_parameter_gives_zeros_and_bad_inputs_raise():
+    a = torch.tensor([1.0, 2.0], requires_grad=True)
+    unused = torch.zeros(3, requires_grad=True)
+    torch.testing.assert_close(flat_grad((a**2).sum(), [a, unused]), torch.tensor([2.0, 4.0, 0.0, 0.0, 0.0]))
+    with pytest.raises(ValueError, match=r"loss must be a scalar tensor; got \(2,\)"):
+        flat_grad(a**2, [a])
+    with pytest.raises(TypeError, match="parameters must be"):
+        flat_grad((a**2).sum(), [])
