@@ -7,7 +7,9 @@ Every public function validates its inputs with these helpers so that bad input 
 from __future__ import annotations
 
 import numbers
-from typing import Callable, Optional, Union
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional, Union
 
 import torch
 
@@ -15,6 +17,30 @@ TimeLike = Union[float, int, torch.Tensor]
 
 # Time values may overshoot [0, 1] by a rounding error when they come out of a solver grid.
 _TIME_TOL = 1e-6
+
+# Value scans (NaN and range checks: a full pass over a tensor, and a device sync on a GPU) can be switched off
+# inside a training loop whose inputs were validated once at its public boundary. Shape, type and dtype
+# checks are free and always stay on.
+_scans = threading.local()
+
+
+def value_scans_enabled() -> bool:
+    """Whether range/NaN scans of time tensors run (off only inside :func:`skip_value_scans`)."""
+    return getattr(_scans, "enabled", True)
+
+
+@contextmanager
+def skip_value_scans() -> Iterator[None]:
+    """Switch off range/NaN scans of times for the calling thread (used by the training loops' inner steps).
+
+    The caller is responsible for having validated its inputs once; shape and type checks still run.
+    """
+    previous = value_scans_enabled()
+    _scans.enabled = False
+    try:
+        yield
+    finally:
+        _scans.enabled = previous
 
 
 def as_points(x: object, name: str, dim: Optional[int] = None) -> torch.Tensor:
@@ -82,14 +108,14 @@ def _clamp_tolerated(t: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     Without this, e.g. ``t = 1 + 1e-7`` passes validation but gives ``sigma_t = sqrt(negative) = NaN`` for the
     VP path. ``clamp`` passes gradients through unchanged for values inside the interval.
     """
-    if t.numel() == 0 or (float(t.detach().min()) >= lo and float(t.detach().max()) <= hi):
+    if t.numel() == 0 or not value_scans_enabled() or (float(t.detach().min()) >= lo and float(t.detach().max()) <= hi):
         return t
     return t.clamp(lo, hi)
 
 
 def check_range(t: torch.Tensor, name: str, lo: float, hi: float) -> None:
-    """Raise a ``ValueError`` if any entry of ``t`` is NaN or outside ``[lo, hi]``."""
-    if t.numel() == 0:
+    """Raise a ``ValueError`` if any entry of ``t`` is NaN or outside ``[lo, hi]`` (skipped in :func:`skip_value_scans`)."""
+    if t.numel() == 0 or not value_scans_enabled():
         return
     t = t.detach()
     if torch.isnan(t).any():
