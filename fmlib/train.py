@@ -3,7 +3,7 @@ r"""Training loops with a recipe that reaches the data's noise floor on small pr
 :func:`fit` minimises any loss; :func:`fit_cfm` trains a velocity field with conditional flow matching. Both use
 the same recipe unless told otherwise:
 
-* **AdamW** (``lr = 1e-3``, ``weight_decay = 1e-5``);
+* **AdamW** (``lr = 1e-3``, ``weight_decay = 1e-5``; PyTorch's fused kernel where available, :func:`adamw`);
 * a **learning-rate schedule** (:func:`cosine_schedule`): a linear warm-up over the first 5 % of training, then
   a cosine decay to zero;
 * an **exponential moving average** of the weights (:class:`EMA`), which the model holds when training ends;
@@ -33,7 +33,7 @@ from .losses import cfm_loss
 from .paths import AffinePath
 from .utils import make_generator
 
-__all__ = ["TrainHistory", "EMA", "cosine_schedule", "fit", "fit_cfm", "uniform_time"]
+__all__ = ["TrainHistory", "EMA", "adamw", "cosine_schedule", "fit", "fit_cfm", "uniform_time", "check_data_sampler"]
 
 DataSampler = Callable[[int, torch.Generator], torch.Tensor]
 """``sample_data(n, generator)`` returns ``n`` data points of shape ``(n, d)``."""
@@ -109,6 +109,10 @@ def cosine_schedule(progress: float, warmup: float = 0.05, final: float = 0.0) -
     f = real(final, "final", nonnegative=True)
     if f > 1.0:
         raise ValueError(f"final must lie in [0, 1]; got {f}")
+    return _cosine(p, w, f)
+
+
+def _cosine(p: float, w: float, f: float = 0.0) -> float:  # cosine_schedule without validation (hot loop)
     if p < w:
         return p / w
     return f + 0.5 * (1.0 - f) * (1.0 + math.cos(math.pi * (p - w) / (1.0 - w)))
@@ -158,6 +162,21 @@ class EMA:
 def _float_tensors(model: nn.Module) -> list[torch.Tensor]:
     tensors = list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]
     return [t for t in tensors if t.is_floating_point()]
+
+
+def adamw(model: nn.Module, lr: float = 1e-3, weight_decay: float = 1e-5) -> torch.optim.AdamW:
+    """AdamW over ``model``'s parameters, with PyTorch's fused kernel where the device supports it.
+
+    The fused update does the same arithmetic in one kernel; on a CPU it is about 3x faster than the default
+    per-tensor loop for the book's small networks (the optimiser step is then a small part of a training step).
+    """
+    lr = real(lr, "lr", positive=True)
+    weight_decay = real(weight_decay, "weight_decay", nonnegative=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # a device or dtype without a fused kernel
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
 def _check_length(steps: object, seconds: object) -> tuple[Optional[int], Optional[float]]:
@@ -229,11 +248,7 @@ def fit(
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError(f"model ({type(model).__name__}) has no trainable parameters: there is nothing to fit")
     if optimizer is None:
-        optimizer = torch.optim.AdamW(
-            model.parameters(),
-            lr=real(lr, "lr", positive=True),
-            weight_decay=real(weight_decay, "weight_decay", nonnegative=True),
-        )
+        optimizer = adamw(model, lr=lr, weight_decay=weight_decay)
     elif not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer; got {type(optimizer).__name__}")
     ema = None if ema_decay is None else EMA(model, ema_decay)
@@ -273,7 +288,7 @@ def fit(
                 if step > 0 and elapsed >= seconds:
                     break
                 frac = min(elapsed / seconds, 1.0)
-            factor = 1.0 if schedule == "constant" else cosine_schedule(frac, warmup)
+            factor = 1.0 if schedule == "constant" else _cosine(frac, warmup)
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base * factor
             history.lrs.append(base_lrs[0] * factor)
