@@ -165,3 +165,18 @@ def call_field(field: Callable, x: torch.Tensor, t: torch.Tensor, name: str = "v
     if out.shape != x.shape:
         raise ValueError(f"{name}(x, t) must return the shape of x {tuple(x.shape)}; got {tuple(out.shape)}")
     return out
+
+
+def check_labels(y: object, batch: int, num_classes: int, name: str = "y", allow_null: bool = True) -> torch.Tensor:
+    """Validate integer class labels of shape ``(batch,)`` in ``[0, K]`` (``[0, K)`` without the null label)."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{name} must be an integer tensor of shape ({batch},); got {type(y).__name__}")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer class labels (e.g. torch.long); got dtype {y.dtype}")
+    if y.shape != (batch,):
+        raise ValueError(f"{name} must have shape ({batch},), one label per point; got {tuple(y.shape)}")
+    top = num_classes if allow_null else num_classes - 1
+    if len(y) and (int(y.min()) < 0 or int(y.max()) > top):
+        what = f"[0, {num_classes}] ({num_classes} = null label)" if allow_null else f"[0, {top}]"
+        raise ValueError(f"{name} must lie in {what}; got values in [{int(y.min())}, {int(y.max())}]")
+    return y

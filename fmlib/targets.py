@@ -23,16 +23,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import torch
 
-from ._checks import TimeLike, as_points, as_time, check_finite, positive_int
+from ._checks import TimeLike, as_points, as_time, check_finite, check_labels, positive_int
 from .paths import AffinePath
 from .utils import make_generator
 
 __all__ = [
     "GaussianMixture",
+    "LabelledMixture",
+    "class_log_posterior",
+    "class_velocity",
+    "class_score",
     "marginal_log_prob",
     "marginal_score",
     "marginal_velocity",
@@ -257,3 +261,180 @@ def posterior_mean(path: AffinePath, q: Target, x: torch.Tensor, t: TimeLike) ->
     r = torch.softmax(log_comp, dim=1)
     e_k = mix.means + (alpha * mix.comp_var / var)[..., None] * centred
     return (r[..., None] * e_k).sum(1)
+
+
+class LabelledMixture:
+    r"""Labelled data: one :class:`GaussianMixture` per class, :math:`q(x, c) = \pi_c\, q(x \mid c)`.
+
+    Class :math:`c \in \{0, \dots, K-1\}` has prior weight :math:`\pi_c` and its own mixture
+    :math:`q(x \mid c) = \sum_j w_{cj}\, \mathcal N(m_{cj}, s_{cj}^2 I)`. The unconditional data distribution is the
+    weighted union :math:`q(x) = \sum_c \pi_c\, q(x \mid c)`, itself a Gaussian mixture
+    (:meth:`unconditional`), so every exact field of this module applies to a class (:meth:`mixture`) and to the
+    whole (:meth:`unconditional`). Labels follow :class:`fmlib.nets.VelocityMLP`: ``K`` is the *null label*
+    ("no class"), used for the unconditional field.
+
+    Parameters
+    ----------
+    classes:
+        A sequence of ``K >= 1`` Gaussian mixtures of the same dimension, one per class.
+    class_weights:
+        Non-negative prior weights :math:`\pi_c`, shape ``(K,)``, not all zero; normalised to sum to one. Uniform
+        when omitted.
+    """
+
+    def __init__(self, classes: Sequence[GaussianMixture], class_weights: Optional[torch.Tensor] = None) -> None:
+        if isinstance(classes, GaussianMixture) or not isinstance(classes, (list, tuple)) or len(classes) == 0:
+            raise TypeError(
+                f"classes must be a non-empty list or tuple of GaussianMixture (one per class); got {type(classes).__name__}"
+            )
+        for c, mix in enumerate(classes):
+            if not isinstance(mix, GaussianMixture):
+                raise TypeError(f"classes[{c}] must be a GaussianMixture; got {type(mix).__name__}")
+            if mix.dim != classes[0].dim:
+                raise ValueError(
+                    f"every class must have the same dim; classes[0] has dim {classes[0].dim}, classes[{c}] has {mix.dim}"
+                )
+        ref = classes[0].means
+        k = len(classes)
+        self.classes = [mix.to(ref) for mix in classes]
+        if class_weights is None:
+            class_weights = torch.full((k,), 1.0 / k, dtype=ref.dtype, device=ref.device)
+        if not isinstance(class_weights, torch.Tensor):
+            raise TypeError(f"class_weights must be a tensor of shape ({k},); got {type(class_weights).__name__}")
+        if class_weights.shape != (k,):
+            raise ValueError(f"class_weights must have shape ({k},) (one per class); got {tuple(class_weights.shape)}")
+        class_weights = class_weights.to(ref)
+        check_finite(class_weights, "class_weights")
+        if (class_weights < 0).any() or class_weights.sum() <= 0:
+            raise ValueError("class_weights must be >= 0 and not all zero")
+        self.class_weights = class_weights / class_weights.sum()
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes ``K`` (the null label is ``K``)."""
+        return len(self.classes)
+
+    @property
+    def dim(self) -> int:
+        """Dimension ``d`` of the data space."""
+        return self.classes[0].dim
+
+    def mixture(self, c: int) -> GaussianMixture:
+        r"""The class-conditional mixture :math:`q(x \mid c)` for a class ``c`` in ``[0, K)``."""
+        if isinstance(c, bool) or not isinstance(c, int):
+            raise TypeError(f"c must be an int class label in [0, {self.num_classes - 1}]; got {type(c).__name__}")
+        if not 0 <= c < self.num_classes:
+            raise ValueError(f"c must be a class label in [0, {self.num_classes - 1}]; got {c}")
+        return self.classes[c]
+
+    def unconditional(self) -> GaussianMixture:
+        r"""The unconditional data :math:`q(x) = \sum_c \pi_c q(x \mid c)` as one mixture (components of all classes,
+        weights :math:`\pi_c w_{cj}`)."""
+        means = torch.cat([m.means for m in self.classes])
+        stds = torch.cat([m.stds for m in self.classes])
+        weights = torch.cat([p * m.weights for p, m in zip(self.class_weights, self.classes)])
+        return GaussianMixture(means, stds, weights)
+
+    def to(self, *args, **kwargs) -> "LabelledMixture":
+        """Return a copy moved to another device and/or dtype (arguments as for ``torch.Tensor.to``)."""
+        return LabelledMixture([m.to(*args, **kwargs) for m in self.classes], self.class_weights.to(*args, **kwargs))
+
+    def sample(
+        self, n: int, generator: Optional[torch.Generator] = None, seed: Optional[int] = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw ``n`` labelled samples: points ``(n, d)`` and their class labels ``(n,)`` (int64).
+
+        Labels are drawn from the class weights, then each point from its class's mixture; random numbers come
+        from the CPU ``generator`` (or one seeded with ``seed``).
+        """
+        n = positive_int(n, "n")
+        g = make_generator(seed, generator)
+        y = torch.multinomial(self.class_weights.detach().cpu().double(), n, replacement=True, generator=g)
+        x = torch.empty(n, self.dim, dtype=self.classes[0].means.dtype, device=self.classes[0].means.device)
+        for c in range(self.num_classes):
+            idx = (y == c).nonzero().flatten()
+            if len(idx):
+                x[idx.to(x.device)] = self.classes[c].sample(len(idx), generator=g)
+        return x, y.to(x.device)
+
+    def __repr__(self) -> str:
+        return f"LabelledMixture(K={self.num_classes}, dim={self.dim})"
+
+
+def _check_labelled(q: object) -> LabelledMixture:
+    if not isinstance(q, LabelledMixture):
+        raise TypeError(f"q must be an fmlib.targets.LabelledMixture; got {type(q).__name__}")
+    return q
+
+
+def _per_class(fn, path: AffinePath, q: LabelledMixture, x: torch.Tensor, t: TimeLike, y: torch.Tensor) -> torch.Tensor:
+    q = _check_labelled(q)
+    x = as_points(x, "x", dim=q.dim)
+    tt = as_time(t, x)
+    y = check_labels(y, x.shape[0], q.num_classes)
+    out = torch.empty_like(x)
+    for c in range(q.num_classes + 1):
+        mask = y.to(x.device) == c
+        if mask.any():
+            mix = q.unconditional() if c == q.num_classes else q.classes[c]
+            out[mask] = fn(path, mix, x[mask], tt[mask])
+    return out
+
+
+def class_velocity(path: AffinePath, q: LabelledMixture, x: torch.Tensor, t: TimeLike, y: torch.Tensor) -> torch.Tensor:
+    r"""Exact class-conditional marginal velocity :math:`u_t(x \mid c) = \mathbb E[\dot\alpha_t x_1 + \dot\sigma_t x_0
+    \mid x_t = x, c]`, row by row.
+
+    Row ``i`` uses the class ``y[i]``: the :func:`marginal_velocity` of the class's mixture, or, for the null label
+    ``y[i] = K``, of the unconditional mixture :math:`q(x)`, which equals the posterior average
+    :math:`u_t(x) = \sum_c p_t(c \mid x)\, u_t(x \mid c)`.
+
+    Parameters
+    ----------
+    path:
+        An affine Gaussian path.
+    q:
+        The labelled data (:class:`LabelledMixture`).
+    x:
+        Points, shape ``(batch, d)``.
+    t:
+        A float or a tensor of shape ``(batch,)`` in ``[0, 1]``.
+    y:
+        Integer labels, shape ``(batch,)``, in ``[0, K]``.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``(batch, d)``.
+    """
+    return _per_class(marginal_velocity, path, q, x, t, y)
+
+
+def class_score(path: AffinePath, q: LabelledMixture, x: torch.Tensor, t: TimeLike, y: torch.Tensor) -> torch.Tensor:
+    r"""Exact class-conditional score :math:`\nabla_x \log p_t(x \mid c)` row by row (the unconditional score for
+    the null label ``K``). Arguments as in :func:`class_velocity`; returns ``(batch, d)``."""
+    return _per_class(marginal_score, path, q, x, t, y)
+
+
+def class_log_posterior(path: AffinePath, q: LabelledMixture, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
+    r"""Log-posterior of the class given a noisy point, :math:`\log p_t(c \mid x) = \log \pi_c + \log p_t(x \mid c)
+    - \log p_t(x)`: the exact *noisy classifier* of classifier guidance.
+
+    Parameters
+    ----------
+    path, q, x, t:
+        As in :func:`class_velocity` (no labels).
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``(batch, K)``; ``exp`` of each row sums to one.
+    """
+    q = _check_labelled(q)
+    x = as_points(x, "x", dim=q.dim)
+    tt = as_time(t, x)
+    joint = torch.stack(
+        [torch.log(q.class_weights[c].to(x)) + marginal_log_prob(path, q.classes[c], x, tt) for c in range(q.num_classes)],
+        dim=1,
+    )
+    return joint - torch.logsumexp(joint, dim=1, keepdim=True)

@@ -21,22 +21,23 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._checks import positive_int, real, skip_value_scans
+from ._checks import check_labels, positive_int, real, skip_value_scans
+from .guidance import drop_labels
 from .losses import cfm_loss
 from .paths import AffinePath
 from .utils import make_generator
 
 __all__ = ["TrainHistory", "EMA", "adamw", "cosine_schedule", "fit", "fit_cfm", "uniform_time", "check_data_sampler"]
 
-DataSampler = Callable[[int, torch.Generator], torch.Tensor]
-"""``sample_data(n, generator)`` returns ``n`` data points of shape ``(n, d)``."""
+DataSampler = Callable[[int, torch.Generator], Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]]
+"""``sample_data(n, generator)`` returns ``n`` data points of shape ``(n, d)``, or a pair ``(points, labels)``."""
 
 TimeSampler = Callable[[int, torch.Generator], torch.Tensor]
 """``sample_time(n, generator)`` returns ``n`` times in ``[0, 1]``, shape ``(n,)``."""
@@ -339,21 +340,25 @@ def _first_parameter(model: nn.Module) -> torch.Tensor:
     raise ValueError(f"model ({type(model).__name__}) has no parameters: there is nothing to fit")
 
 
-def check_data_sampler(sample_data: object, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+def check_data_sampler(
+    sample_data: object, batch_size: int, generator: torch.Generator
+) -> Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """Call ``sample_data(batch_size, generator)`` once and check what it returns (shape ``(batch_size, d)``,
-    floating point, finite); returns the batch. Used by the training loops on their first step."""
+    floating point, finite; or a pair ``(points, labels)``, whose labels :func:`fit_cfm` checks); returns what it
+    returned. Used by the training loops on their first step."""
     if not callable(sample_data):
         raise TypeError(
             f"sample_data must be a function sample_data(n, generator) returning n points of shape (n, dim); "
             f"got {type(sample_data).__name__}"
         )
     try:
-        x1 = sample_data(batch_size, generator)
+        out = sample_data(batch_size, generator)
     except TypeError as err:
         raise TypeError(
             "sample_data must be callable as sample_data(n, generator) and return n points of shape (n, dim); "
             f"calling it that way failed: {err}"
         ) from err
+    x1 = out[0] if isinstance(out, tuple) and len(out) == 2 else out
     if not isinstance(x1, torch.Tensor) or x1.ndim != 2 or x1.shape[0] != batch_size:
         what = tuple(x1.shape) if isinstance(x1, torch.Tensor) else type(x1).__name__
         raise ValueError(f"sample_data(n, generator) must return a tensor of shape (n, dim) = ({batch_size}, dim); got {what}")
@@ -361,7 +366,7 @@ def check_data_sampler(sample_data: object, batch_size: int, generator: torch.Ge
         raise TypeError(f"sample_data must return floating-point points; got dtype {x1.dtype}")
     if not torch.isfinite(x1).all():
         raise ValueError("sample_data returned points with NaN or infinite values")
-    return x1
+    return out
 
 
 def fit_cfm(
@@ -381,6 +386,8 @@ def fit_cfm(
     warmup: float = 0.05,
     ema_decay: Optional[float] = 0.999,
     progress: bool = True,
+    label_dropout: float = 0.0,
+    num_classes: Optional[int] = None,
 ) -> TrainHistory:
     r"""Train ``model`` as a velocity field with the conditional flow matching loss (:func:`fmlib.losses.cfm_loss`).
 
@@ -388,6 +395,13 @@ def fit_cfm(
     ``t = sample_time(batch_size, generator)``, on the CPU generator, then moves them to the model's device
     and dtype. Give exactly one of ``steps`` and ``seconds`` (with neither, ``steps=2000``); the remaining
     options are those of :func:`fit`.
+
+    **Class-conditional training.** If ``sample_data`` returns a pair ``(x1, y)`` with integer labels ``y`` of
+    shape ``(batch,)`` in ``[0, K)``, the model is called as ``model(x_t, t, y=y)``; each label is first replaced
+    by the *null label* ``K`` with probability ``label_dropout`` (:func:`fmlib.guidance.drop_labels`), so that
+    the same network also learns the unconditional field that classifier-free guidance needs. ``K`` is
+    ``num_classes``, by default ``model.num_classes`` (as in :class:`fmlib.nets.VelocityMLP`). Unlabelled data
+    draw exactly the same random numbers as before these options existed.
 
     Returns
     -------
@@ -406,17 +420,36 @@ def fit_cfm(
     g = make_generator(seed, generator)
     param = _first_parameter(model)
     first = check_data_sampler(sample_data, batch_size, g)
+    labelled = isinstance(first, tuple)
+    first_x = first[0] if labelled else first
+    p_drop = real(label_dropout, "label_dropout")
+    if not 0.0 <= p_drop <= 1.0:
+        raise ValueError(f"label_dropout must lie in [0, 1]; got {p_drop}")
+    if labelled:
+        k = num_classes if num_classes is not None else getattr(model, "num_classes", None)
+        if k is None:
+            raise ValueError("sample_data returns labels but the model has no num_classes: pass num_classes=K")
+        k = positive_int(k, "num_classes")
+        check_labels(first[1], batch_size, k, name="the labels returned by sample_data", allow_null=False)
+    elif p_drop > 0 or num_classes is not None:
+        raise ValueError("label_dropout and num_classes need labelled data: sample_data must return (x1, y)")
 
     def loss_fn(step: int) -> torch.Tensor:
-        x1 = first if step == 0 else sample_data(batch_size, g)
-        if x1.shape != first.shape:
-            raise ValueError(f"sample_data returned shape {tuple(x1.shape)} at step {step}; expected {tuple(first.shape)}")
+        batch = first if step == 0 else sample_data(batch_size, g)
+        x1 = batch[0] if labelled else batch
+        if x1.shape != first_x.shape:
+            raise ValueError(f"sample_data returned shape {tuple(x1.shape)} at step {step}; expected {tuple(first_x.shape)}")
         x1 = x1.to(param)
         x0 = torch.randn(x1.shape, generator=g, dtype=torch.float64).to(param)
         t = sample_time(batch_size, g)
         if step == 0 and (not isinstance(t, torch.Tensor) or t.shape != (batch_size,)):
             raise ValueError(f"sample_time(n, generator) must return a tensor of shape ({batch_size},); got {t!r:.60}")
-        return cfm_loss(model, path, x0, x1, t.to(param).clamp(0.0, 1.0))
+        velocity = model
+        if labelled:
+            y = drop_labels(batch[1], p_drop, k, g) if p_drop > 0 else batch[1]
+            y = y.to(param.device)
+            velocity = lambda x, tt: model(x, tt, y=y)  # noqa: E731
+        return cfm_loss(velocity, path, x0, x1, t.to(param).clamp(0.0, 1.0))
 
     return fit(
         model, loss_fn, steps, seconds=seconds, lr=lr, weight_decay=weight_decay, schedule=schedule,
