@@ -54,19 +54,34 @@ def moons(
     generator: Optional[torch.Generator] = None,
     device: Device = None,
     dtype: torch.dtype = torch.float32,
+    iid: bool = False,
 ) -> torch.Tensor:
     """Two interleaved half circles, as TorchCFM samples them (``torchcfm.utils.sample_moons``).
 
     ``n // 2`` points evenly spaced on the outer arc and the rest on the inner arc; each point is shifted by
     one ``U[0, 0.2)`` offset added to both coordinates; then scaled by 3 and shifted by -1.
+
+    With ``iid=True`` the points are independent draws from the same distribution (each picks its arc with
+    probability 1/2 and its angle uniformly). A generative model draws independent points, so the noise floor
+    of a model's W2 is the distance between an ``iid=True`` sample and an ``iid=False`` one: about 0.22 for
+    1000 points, while two TorchCFM draws (which share their evenly spaced arc positions and the exact half-half
+    split) are only about 0.10 apart.
     """
     n = positive_int(n, "n")
+    if not isinstance(iid, bool):
+        raise TypeError(f"iid must be a bool; got {type(iid).__name__}")
     g = make_generator(seed, generator)
-    n_out, n_in = n // 2, n - n // 2
-    a_out = torch.linspace(0, math.pi, n_out, dtype=torch.float64)
-    a_in = torch.linspace(0, math.pi, n_in, dtype=torch.float64)
-    x = torch.cat([torch.cos(a_out), 1 - torch.cos(a_in)])
-    y = torch.cat([torch.sin(a_out), 1 - torch.sin(a_in) - 0.5])
+    if iid:
+        outer = torch.rand(n, generator=g, dtype=torch.float64) < 0.5
+        a = math.pi * torch.rand(n, generator=g, dtype=torch.float64)
+        x = torch.where(outer, torch.cos(a), 1 - torch.cos(a))
+        y = torch.where(outer, torch.sin(a), 1 - torch.sin(a) - 0.5)
+    else:
+        n_out, n_in = n // 2, n - n // 2
+        a_out = torch.linspace(0, math.pi, n_out, dtype=torch.float64)
+        a_in = torch.linspace(0, math.pi, n_in, dtype=torch.float64)
+        x = torch.cat([torch.cos(a_out), 1 - torch.cos(a_in)])
+        y = torch.cat([torch.sin(a_out), 1 - torch.sin(a_in) - 0.5])
     pts = torch.stack([x, y], dim=1)
     pts = pts + 0.2 * torch.rand(n, 1, generator=g, dtype=torch.float64)
     return _finish(3 * pts - 1, device, dtype)

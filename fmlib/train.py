@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._checks import check_labels, positive_int, real, skip_value_scans
+from ._checks import check_range, check_labels, positive_int, real, skip_value_scans
 from .guidance import drop_labels
 from .losses import cfm_loss
 from .paths import AffinePath
@@ -442,8 +442,10 @@ def fit_cfm(
         x1 = x1.to(param)
         x0 = torch.randn(x1.shape, generator=g, dtype=torch.float64).to(param)
         t = sample_time(batch_size, g)
-        if step == 0 and (not isinstance(t, torch.Tensor) or t.shape != (batch_size,)):
-            raise ValueError(f"sample_time(n, generator) must return a tensor of shape ({batch_size},); got {t!r:.60}")
+        if step == 0:
+            if not isinstance(t, torch.Tensor) or t.shape != (batch_size,):
+                raise ValueError(f"sample_time(n, generator) must return a tensor of shape ({batch_size},); got {t!r:.60}")
+            check_range(t, "the times from sample_time(n, generator)", 0.0, 1.0)
         velocity = model
         if labelled:
             y = drop_labels(batch[1], p_drop, k, g) if p_drop > 0 else batch[1]
