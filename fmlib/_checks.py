@@ -53,6 +53,8 @@ def as_points(x: object, name: str, dim: Optional[int] = None) -> torch.Tensor:
         raise TypeError(f"{name} must be a floating-point tensor (float32 or float64); got dtype {x.dtype}")
     if dim is not None and x.shape[1] != dim:
         raise ValueError(f"{name} must have dim = {dim} columns; got shape {tuple(x.shape)}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name} must hold at least one point of at least one coordinate; got shape {tuple(x.shape)}")
     return x
 
 
@@ -180,3 +182,17 @@ def check_labels(y: object, batch: int, num_classes: int, name: str = "y", allow
         what = f"[0, {num_classes}] ({num_classes} = null label)" if allow_null else f"[0, {top}]"
         raise ValueError(f"{name} must lie in {what}; got values in [{int(y.min())}, {int(y.max())}]")
     return y
+
+
+_MISMATCH_WORDS = ("dtype", "device", "Expected all tensors", "expected scalar type", "Expected object of scalar type")
+
+
+def explain_mismatch(err: RuntimeError, what: str, x: torch.Tensor) -> Exception:
+    """Turn PyTorch's dtype/device mismatch error from calling ``what`` on ``x`` into a ``ValueError`` that says
+    what to do; other errors are returned unchanged (the caller re-raises what this returns)."""
+    if not any(word in str(err) for word in _MISMATCH_WORDS):
+        return err
+    return ValueError(
+        f"{what} failed on points of dtype {x.dtype} on {x.device}: {err}. The model and its inputs must share "
+        "device and dtype: move the inputs (x = x.to(next(model.parameters()))) or the model (model.to(x))."
+    )

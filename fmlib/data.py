@@ -17,7 +17,7 @@ import torch
 
 from ._checks import positive_int, real
 from .targets import GaussianMixture
-from .utils import make_generator
+from .utils import get_device, make_generator
 
 __all__ = [
     "moons",
@@ -39,7 +39,7 @@ Device = Union[str, torch.device, None]
 def _finish(x: torch.Tensor, device: Device, dtype: torch.dtype) -> torch.Tensor:
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch.dtype; got {dtype!r}")
-    return x.to(device=device if device is not None else "cpu", dtype=dtype)
+    return x.to(device=get_device(device) if device is not None else "cpu", dtype=dtype)
 
 
 def _numpy_seed(g: torch.Generator) -> int:

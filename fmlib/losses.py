@@ -25,7 +25,7 @@ from typing import Callable, Union
 
 import torch
 
-from ._checks import TimeLike, as_points, as_time, same_shape, value_scans_enabled
+from ._checks import TimeLike, as_points, as_time, explain_mismatch, same_shape, value_scans_enabled
 from .paths import AffinePath
 from .targets import GaussianMixture, marginal_velocity
 
@@ -84,7 +84,12 @@ def cfm_loss(model: Model, path: AffinePath, x0: torch.Tensor, x1: torch.Tensor,
     tt, a, s, da, ds = path._coefficients(x1, t)  # one schedule evaluation for x_t and its target
     if value_scans_enabled() and not torch.isfinite(ds).all():
         raise ValueError(f"{type(path).__name__}: d_sigma/dt is infinite at t = 1; use t < 1")
-    return squared_error(model(a * x1 + s * x0, tt), da * x1 + ds * x0)
+    x_t = a * x1 + s * x0
+    try:
+        prediction = model(x_t, tt)
+    except RuntimeError as err:
+        raise explain_mismatch(err, "model(x_t, t)", x_t) from err
+    return squared_error(prediction, da * x1 + ds * x0)
 
 
 def _check_path(path: object) -> None:

@@ -595,6 +595,28 @@ class CustomPath(AffinePath):
         self._alpha, self._sigma = alpha, sigma
         self._d_alpha = d_alpha or _autograd_derivative(alpha)
         self._d_sigma = d_sigma or _autograd_derivative(sigma)
+        self._check_on_grid()
+
+    def _check_on_grid(self) -> None:
+        """Evaluate the schedules once on a grid of [0, 1] and reject wrong shapes, NaN and sigma_t < 0."""
+        grid = torch.linspace(0.0, 1.0, 101, dtype=torch.float64)
+        values = {}
+        for name, fn in (("alpha", self._alpha), ("sigma", self._sigma), ("d_alpha", self._d_alpha),
+                         ("d_sigma", self._d_sigma)):
+            try:
+                out = fn(grid)
+            except Exception as err:
+                raise ValueError(f"{name}(t) failed on a float64 tensor of 101 times in [0, 1]: {err}") from err
+            if not isinstance(out, torch.Tensor) or out.shape != grid.shape:
+                got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                raise ValueError(f"{name}(t) must return a tensor shaped like t (here (101,)); got {got}")
+            values[name] = out.detach()
+        for name in ("alpha", "sigma"):
+            if not torch.isfinite(values[name]).all():
+                raise ValueError(f"{name}(t) is NaN or infinite somewhere in [0, 1]")
+        if (values["sigma"] < 0).any():
+            bad = float(grid[values["sigma"] < 0][0])
+            raise ValueError(f"sigma(t) must be >= 0 on [0, 1]; got {float(values['sigma'].min()):.4g} at t = {bad:g}")
 
     def _schedule(self, t: torch.Tensor) -> Schedule:
         return Schedule(self._alpha(t), self._sigma(t), self._d_alpha(t), self._d_sigma(t))

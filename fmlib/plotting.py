@@ -116,7 +116,15 @@ def plot_density(ax, log_prob: Callable[[torch.Tensor], torch.Tensor], *, lims: 
 def plot_field(ax, velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], t: float, *,
                lims: Lims = (-4.0, 4.0), n: int = 21, color: str = "k", dtype: torch.dtype = torch.float32,
                device=None, **kwargs):
-    """Quiver plot of a velocity field ``velocity(x, t)`` at time ``t`` on an ``n x n`` grid; returns the artist."""
+    """Quiver plot of a velocity field ``velocity(x, t)`` at time ``t`` on an ``n x n`` grid; returns the artist.
+
+    When ``velocity`` is a ``torch.nn.Module`` with parameters, the grid takes the dtype and device of its
+    parameters (a float64 model is evaluated on a float64 grid); otherwise ``dtype`` and ``device`` are used.
+    """
+    if isinstance(velocity, torch.nn.Module):
+        param = next(velocity.parameters(), None)
+        if param is not None:
+            dtype, device = param.dtype, param.device
     X, Y, pts = grid_points(lims, n=n, dtype=dtype, device=device)
     with torch.no_grad():
         v = velocity(pts, torch.full((pts.shape[0],), float(t), dtype=dtype, device=device))

@@ -30,7 +30,7 @@ from typing import Callable, Optional, Union
 
 import torch
 
-from ._checks import as_points, as_time, call_field, positive_int, real
+from ._checks import explain_mismatch, as_points, as_time, call_field, positive_int, real
 from .utils import make_generator
 
 __all__ = [
@@ -84,20 +84,30 @@ PROBES = ("rademacher", "gaussian")
 
 
 def _checked_velocity(velocity: Velocity, x: torch.Tensor) -> Velocity:
-    """Wrap ``velocity`` so that a wrong output shape gives a clear error (checked once, on the first call)."""
-    checked = False
+    """Wrap ``velocity`` so that a wrong output (type, shape, dtype or device) gives a clear error on any call.
+
+    The checks compare metadata only (no pass over the values), so they cost nothing next to the field itself.
+    """
+    calls = 0
 
     def v(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        nonlocal checked
-        out = velocity(y, t)
-        if not checked:
-            if not isinstance(out, torch.Tensor):
-                raise TypeError(f"velocity(x, t) must return a tensor; got {type(out).__name__}")
-            if out.shape != y.shape:
-                raise ValueError(
-                    f"velocity(x, t) must return the shape of x {tuple(y.shape)}; got {tuple(out.shape)}"
-                )
-            checked = True
+        nonlocal calls
+        try:
+            out = velocity(y, t)
+        except RuntimeError as err:
+            raise explain_mismatch(err, "velocity(x, t)", y) from err
+        calls += 1
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"velocity(x, t) must return a tensor; got {type(out).__name__} (call {calls})")
+        if out.shape != y.shape:
+            raise ValueError(
+                f"velocity(x, t) must return the shape of x {tuple(y.shape)}; got {tuple(out.shape)} (call {calls})"
+            )
+        if out.dtype != y.dtype or out.device != y.device:
+            raise ValueError(
+                f"velocity(x, t) returned {out.dtype} on {out.device} for x of {y.dtype} on {y.device}; "
+                "the model and the starting points must share device and dtype"
+            )
         return out
 
     return v
@@ -270,11 +280,55 @@ def _grad(out: torch.Tensor, x: torch.Tensor, create_graph: bool) -> torch.Tenso
     return torch.zeros_like(x) if g is None else g
 
 
+def _autograd_sees_x(v: torch.Tensor, xr: torch.Tensor) -> bool:
+    """Whether ``xr`` is among the inputs of ``v``'s autograd graph (cheap: a walk over the graph's nodes)."""
+    if not v.requires_grad:
+        return False
+    if v.grad_fn is None:
+        return v is xr
+    target = xr.grad_fn if xr.grad_fn is not None else None
+    seen, stack = set(), [v.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if target is not None and node is target:
+            return True
+        if getattr(node, "variable", None) is xr:  # AccumulateGrad of the leaf xr
+            return True
+        stack.extend(fn for fn, _ in node.next_functions)
+    return False
+
+
+def _require_differentiable(velocity, xr: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> None:
+    """Raise when ``v = velocity(xr, t)`` changes with ``x`` but autograd cannot see the dependence.
+
+    A field computed under ``torch.no_grad()``, detached, or through numpy has no graph back to ``x``, and its
+    autograd divergence would silently come out as 0. A field that truly does not depend on ``x`` (a constant)
+    passes: a small move of ``x`` must then leave it unchanged.
+    """
+    if _autograd_sees_x(v, xr):
+        return
+    with torch.no_grad():
+        x0 = xr.detach()
+        moved = velocity(x0 + 1e-3 * (1.0 + x0.abs()), t)
+    if isinstance(moved, torch.Tensor) and moved.shape == v.shape and torch.equal(moved.detach(), v.detach()):
+        return  # constant in x: a divergence of 0 is right
+    raise ValueError(
+        "velocity(x, t) depends on x but autograd cannot see it (the field is computed under torch.no_grad(), "
+        "detached, or through numpy), so its divergence would silently come out as 0. Compute the field with "
+        "torch operations and without torch.no_grad() inside it; to save memory when only sampling, wrap the "
+        "call to integrate() in torch.no_grad() instead."
+    )
+
+
 def _velocity_and_divergence(velocity, x, t, create_graph):
     """(v(x, t), exact divergence) with autograd: one backward pass per dimension."""
     with torch.enable_grad():
         xr = _with_grad_input(x)
         v = call_field(velocity, xr, t)
+        _require_differentiable(velocity, xr, t, v)
         div = torch.zeros(x.shape[0], dtype=v.dtype, device=v.device)
         for i in range(x.shape[1]):
             div = div + _grad(v[:, i].sum(), xr, create_graph)[:, i]
@@ -288,6 +342,7 @@ def _velocity_and_hutchinson(velocity, x, t, probes, create_graph):
     with torch.enable_grad():
         xr = _with_grad_input(x)
         v = call_field(velocity, xr, t)
+        _require_differentiable(velocity, xr, t, v)
         est = torch.zeros(x.shape[0], dtype=v.dtype, device=v.device)
         for eps in probes:
             vjp = _grad((v * eps).sum(), xr, create_graph)  # row i: eps_i^T J_i

@@ -65,6 +65,7 @@ class GaussianMixture:
         weights: Optional[torch.Tensor] = None,
     ) -> None:
         means = as_points(means, "means")
+        check_finite(means, "means")
         k = means.shape[0]
         if isinstance(stds, (int, float)) and not isinstance(stds, bool):
             stds = torch.full((k,), float(stds), dtype=means.dtype, device=means.device)

@@ -110,11 +110,21 @@ def test_get_device_auto_picks_cuda_when_available(monkeypatch):
     assert isinstance(dev, torch.device) and dev.type == "cuda"
 
 
-def test_get_device_explicit_values():
+def test_get_device_explicit_values(monkeypatch):
     assert get_device("cpu") == torch.device("cpu")
-    assert get_device("cuda:1") == torch.device("cuda", 1)  # constructing a device does not need a GPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert get_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match="only 2 CUDA device"):
+        get_device("cuda:2")
     d = torch.device("cpu")
     assert get_device(d) is d
+
+
+def test_get_device_cuda_without_a_gpu_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="PyTorch sees no CUDA GPU"):
+        get_device("cuda")
 
 
 @pytest.mark.parametrize("bad", ["gpu", "cuda:x", "", "auto2"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -46,12 +47,47 @@ def require_callable(fn: Any, name: str, signature: str) -> Optional[Feedback]:
     return Feedback(False, f"{name} must be a function {signature}; got {type(fn).__name__}.")
 
 
+def _copy_arg(arg: Any) -> Any:
+    # A tensor that requires grad is passed itself (the checker may differentiate through it; PyTorch refuses
+    # in-place changes of such a leaf), and a snapshot below still catches a change of its values.
+    if isinstance(arg, torch.Tensor) and not arg.requires_grad:
+        return arg.clone()
+    if isinstance(arg, torch.nn.Module):
+        return copy.deepcopy(arg)
+    return arg
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a.detach(), b.detach()) or
+                                                              torch.allclose(a.detach(), b.detach(), equal_nan=True,
+                                                                             rtol=0, atol=0))
+
+
 def call_student(fn: Callable, *args, name: str = "your function") -> tuple[Any, Optional[Feedback]]:
-    """Call a student's function, turning an exception into failing :class:`Feedback`."""
+    """Call a student's function on copies of its arguments; turn anything that goes wrong into :class:`Feedback`.
+
+    Tensors are cloned and modules deep-copied before the call, so the student's code cannot corrupt the
+    checker's reference inputs; a tensor argument that the call changed in place is reported as a mistake. Any
+    exception the student's code raises, ``SystemExit`` included (``sys.exit`` inside a student's function), is
+    reported instead of escaping the checker; only ``KeyboardInterrupt`` passes through.
+    """
+    copies = [_copy_arg(a) for a in args]
+    originals = [a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args]
     try:
-        return fn(*args), None
-    except Exception as err:  # the student's code may raise anything; report it instead of crashing
+        out = fn(*copies)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as err:  # the student's code may raise anything; report it instead of crashing
         return None, Feedback(False, f"{name} raised {type(err).__name__}: {err}")
+    for i, (orig, cp) in enumerate(zip(originals, copies)):
+        if isinstance(orig, torch.Tensor) and not _same(orig, cp):
+            return None, Feedback(
+                False,
+                f"{name} changed its argument number {i + 1} (a tensor of shape {tuple(orig.shape)}) in place. "
+                "A function should not modify its inputs: use out-of-place operations (x = x + y, not x += y or "
+                "x.add_(y)) or work on x.clone().",
+            )
+    return out, None
 
 
 def shape_problem(out: Any, expected: torch.Tensor, signature: str, hint: str = "") -> Optional[Feedback]:
@@ -116,6 +152,12 @@ def compare_tensors(
     tol = atol + rtol * expected.abs()
     if (err <= tol).all():
         return Feedback(True, f"{what} matches (max abs error {float(err.max()) if err.numel() else 0.0:.2e}).")
+    if expected.ndim == 0:
+        return Feedback(
+            False,
+            f"{what}: your value is {float(got):.6g} but should be {float(expected):.6g} "
+            f"(abs error {float(err):.2e}).{suffix}",
+        )
     idx = int(torch.argmax(err - tol))
     pos = tuple(int(i) for i in torch.unravel_index(torch.tensor(idx), expected.shape)) if expected.ndim else ()
     return Feedback(

@@ -119,6 +119,11 @@ def check_cfm_loss(fn: Callable) -> Feedback:
         if err is not None:
             return err
         expected = cfm_loss(model, path, x0, x1, t)
+        if (isinstance(got, torch.Tensor) and got.ndim > 0 and got.numel() == 1
+                and torch.allclose(got.detach().reshape(()).to(expected), expected, rtol=1e-7, atol=1e-9)):
+            return Feedback(False, f"on {name} your loss has the right value {float(got):.6g} but shape "
+                                   f"{tuple(got.shape)}; return a scalar (shape ()), e.g. with .mean() "
+                                   "without keepdim or .squeeze().")
         if isinstance(got, torch.Tensor) and got.shape == (_BATCH,):
             return Feedback(False, f"on {name} your loss has shape ({_BATCH},), one value per sample; "
                                    "return their mean over the batch (a scalar).")
