@@ -124,3 +124,23 @@ def test_fit_meanflow_learns_gaussian():
 def test_bad_input(call, err):
     with pytest.raises(err):
         call()
+
+
+def test_cfg_loss_reduces_to_plain_loss():
+    from fmlib.meanflow import meanflow_cfg_loss
+
+    torch.manual_seed(0)
+    model = VelocityMLP(dim=2, n_times=2, num_classes=3).double()
+    g = torch.Generator().manual_seed(3)
+    x0, x1 = torch.randn(16, 2, generator=g, dtype=DT), torch.randn(16, 2, generator=g, dtype=DT)
+    t, r = sample_times(16, g, fraction_distinct=0.5)
+    y = torch.randint(0, 3, (16,), generator=g)
+    # w = 1 (no guidance) is the plain MeanFlow loss of the conditional network
+    plain = meanflow_loss(lambda x, a, b: model(x, a, b, y), x0, x1, t, r)
+    assert torch.allclose(meanflow_cfg_loss(model, x0, x1, y, t, r, w=1.0, null_label=3), plain, atol=1e-12)
+    # all labels dropped: guidance has no effect
+    null = torch.full_like(y, 3)
+    a = meanflow_cfg_loss(model, x0, x1, null, t, r, w=3.0, null_label=3)
+    b = meanflow_cfg_loss(model, x0, x1, null, t, r, w=1.0, null_label=3)
+    assert torch.allclose(a, b, atol=1e-12)
+    assert not torch.allclose(meanflow_cfg_loss(model, x0, x1, y, t, r, w=3.0, null_label=3), plain)
