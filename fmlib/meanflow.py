@@ -22,7 +22,6 @@ Two-time networks are called as ``model(x, t, r)`` (``fmlib.nets.VelocityMLP(n_t
 
 from __future__ import annotations
 
-import numbers
 from typing import Callable, Optional
 
 import torch
