@@ -108,3 +108,38 @@ def test_ve_bad_arguments():
     with pytest.raises(TypeError, match="sigma_max must be a real number"):
         check_ve_cond_velocity(ve_right, sigma_max="10")
     assert not check_ve_cond_velocity(None)
+
+
+# ------------------------------------------------------------------------------ CondOT conditional velocity
+from fmlib.exercises.gaussian_paths import check_condot_cond_velocity  # noqa: E402
+
+
+def test_condot_checker_accepts_right_answers():
+    assert check_condot_cond_velocity(lambda x, x1, t: (x1 - x) / (1 - t[:, None]))
+    assert check_condot_cond_velocity(lambda x, x1, t: (x1 - 0.9 * x) / (1 - 0.9 * t[:, None]), sigma_min=0.1)
+
+
+@pytest.mark.parametrize("wrong, words", [
+    (lambda x, x1, t: x1 - x, "velocity at t = 0 only"),
+    (lambda x, x1, t: (x - x1) / t[:, None], "opposite time direction"),
+    (lambda x, x1, t: (x1 - x) / t[:, None], "not by t"),
+    (lambda x, x1, t: (x - x1) / (1 - t[:, None]), "sign is flipped"),
+    (lambda x, x1, t: (x1 - x) / (1 - t), "t[:, None]"),
+    (lambda x, x1, t: x.mul_(2), "in place"),
+    (lambda x, x1, t: (1 - t[:, None]).sum(), "expected an output of shape"),
+])
+def test_condot_checker_names_the_mistake(wrong, words):
+    fb = check_condot_cond_velocity(wrong)
+    assert not fb and words in fb.message, fb.message
+
+
+def test_condot_checker_sigma_min_and_escapes():
+    fb = check_condot_cond_velocity(lambda x, x1, t: (x1 - x) / (1 - t[:, None]), sigma_min=0.1)
+    assert not fb and "left out sigma_min" in fb.message
+    import sys
+
+    fb = check_condot_cond_velocity(lambda x, x1, t: sys.exit(3))
+    assert not fb and "SystemExit" in fb.message
+    assert not check_condot_cond_velocity(3)
+    with pytest.raises(ValueError, match="sigma_min must lie in"):
+        check_condot_cond_velocity(lambda x, x1, t: x, sigma_min=1.0)

@@ -5,6 +5,8 @@ r"""Checkers for the chapter "Gaussian paths: VE, VP and OT".
   from the values of :math:`\mu_t, \sigma_t` and their time derivatives.
 * :func:`check_ve_cond_velocity`: the closed-form conditional velocity of the VE path
   ``fmlib.paths.VEPath(sigma_min, sigma_max)`` (book convention: data at ``t = 1``).
+* :func:`check_condot_cond_velocity`: the conditional velocity of the CondOT path
+  ``fmlib.paths.CondOTPath(sigma_min)``, the usual first assignment.
 
 Both probe the student's function on inputs chosen to isolate one term at a time, so that the feedback
 names the mistake (a flipped sign, ``sigma`` where its derivative belongs, a missing ``mu'`` term, ...).
@@ -18,11 +20,11 @@ from typing import Callable
 import torch
 
 from .._checks import real
-from ..paths import VEPath
+from ..paths import CondOTPath, VEPath
 from ._core import (Feedback, call_student, compare_tensors, require_callable, shape_problem,
                     with_broadcast_hint)
 
-__all__ = ["check_gaussian_cond_velocity", "check_ve_cond_velocity"]
+__all__ = ["check_gaussian_cond_velocity", "check_ve_cond_velocity", "check_condot_cond_velocity"]
 
 _SIGNATURE = "cond_velocity(x, mu, sigma, d_mu, d_sigma)"
 _VE_SIGNATURE = "ve_velocity(x, x1, t)"
@@ -217,3 +219,68 @@ def check_ve_cond_velocity(ve_velocity: Callable, sigma_min: float = 0.01, sigma
     return compare_tensors(out, expected, what="the VE conditional velocity",
                            hint="with sigma_t = sigma_min (sigma_max/sigma_min)^(1-t), sigma_t'/sigma_t = "
                                 "-log(sigma_max/sigma_min); put it into u = (sigma_t'/sigma_t)(x - x1).")
+
+
+_CONDOT_SIGNATURE = "cond_velocity(x, x1, t)"
+
+
+def check_condot_cond_velocity(cond_velocity: Callable, sigma_min: float = 0.0) -> Feedback:
+    r"""Check a student's conditional velocity of the CondOT path ``CondOTPath(sigma_min)``.
+
+    The path is :math:`x_t = t\,x_1 + (1 - (1 - \sigma_{\min}) t)\,x_0` (data at ``t = 1``), whose conditional
+    velocity at a point ``x`` is
+
+    .. math:: u_t(x \mid x_1) = \frac{x_1 - (1 - \sigma_{\min})\,x}{1 - (1 - \sigma_{\min})\,t},
+
+    which is :math:`(x_1 - x)/(1 - t)` for :math:`\sigma_{\min} = 0`. The student's ``cond_velocity(x, x1, t)``
+    takes ``x, x1`` of shape ``(batch, dim)`` and ``t`` of shape ``(batch,)`` in ``[0.05, 0.95]`` (float64) and
+    returns shape ``(batch, dim)``.
+
+    Returns
+    -------
+    Feedback
+        Passed, or a diagnosis: the field of the wrong time direction (data at ``t = 0``), a missing division
+        by the remaining time, ``t`` where ``1 - t`` belongs, a flipped sign, the ``sigma_min`` factors left out,
+        a missing trailing axis on ``t``.
+    """
+    sigma_min = real(sigma_min, "sigma_min", nonnegative=True)
+    if sigma_min >= 1:
+        raise ValueError(f"sigma_min must lie in [0, 1); got {sigma_min}")
+    bad = require_callable(cond_velocity, "cond_velocity", _CONDOT_SIGNATURE)
+    if bad is not None:
+        return bad
+    path = CondOTPath(sigma_min)
+    g = torch.Generator().manual_seed(2024)
+    batch, dim = 8, 2
+    x = 2 * torch.randn(batch, dim, generator=g, dtype=torch.float64)
+    x1 = torch.randn(batch, dim, generator=g, dtype=torch.float64)
+    t = torch.linspace(0.05, 0.95, batch, dtype=torch.float64)[torch.randperm(batch, generator=g)]
+    expected = path.cond_velocity(x, x1, t)
+    out, err = call_student(cond_velocity, x, x1, t, name=_CONDOT_SIGNATURE)
+    if err is not None:
+        return with_broadcast_hint(err, ". Hint: t has shape (batch,); use t[:, None] to combine it with (batch, dim) points.")
+    problem = shape_problem(out, expected, _CONDOT_SIGNATURE,
+                            " t has shape (batch,): use t[:, None] to combine it with (batch, dim) points.")
+    if problem is not None:
+        return problem
+    if _close(out, expected):
+        return Feedback(True, f"u_t(x | x1) matches CondOTPath({sigma_min:g}).cond_velocity at 8 times in [0.05, 0.95].")
+    c = 1.0 - sigma_min
+    tt = t[:, None]
+    for wrong, message in [
+        (x1 - c * x, "you returned the velocity at t = 0 only: divide by the remaining 'noise scale' "
+                     "sigma_t = 1 - (1 - sigma_min) t, because the point has less time left as t grows."),
+        ((x - x1) / tt, "this is the field for the opposite time direction (data at t = 0, "
+                                          "noise at t = 1, as MeanFlow and SD3 write it). In this book t = 1 is data: "
+                                          "u = (x1 - x)/(1 - t) for sigma_min = 0."),
+        ((x1 - c * x) / tt, "divide by 1 - (1 - sigma_min) t, the remaining noise scale, not by t."),
+        (-expected, "the sign is flipped: the field must point from x towards x1."),
+        ((x1 - x) / (1 - tt), "you left out sigma_min: with sigma_min > 0 the path ends at N(x1, sigma_min^2 I), so "
+                              "u = (x1 - (1 - sigma_min) x) / (1 - (1 - sigma_min) t)."),
+        (x1 - x, "you returned x1 - x: that is the regression target x1 - x0 written at the wrong point, "
+                 "not the velocity at x. Divide by 1 - t."),
+    ]:
+        if _close(out, wrong):
+            return Feedback(False, message)
+    return compare_tensors(out, expected, what="the CondOT conditional velocity",
+                           hint="u_t(x | x1) = (x1 - (1 - sigma_min) x) / (1 - (1 - sigma_min) t).")
