@@ -121,7 +121,7 @@ def check_range(t: torch.Tensor, name: str, lo: float, hi: float) -> None:
         return
     t = t.detach()
     if torch.isnan(t).any():
-        raise ValueError(f"{name} contains NaN")
+        raise ValueError(f"{name} contains NaN; times must lie in [{lo}, {hi}]")
     tmin, tmax = float(t.min()), float(t.max())
     if tmin < lo - _TIME_TOL or tmax > hi + _TIME_TOL:
         raise ValueError(f"{name} must lie in [{lo}, {hi}]; got values in [{tmin:.6g}, {tmax:.6g}]")
