@@ -349,6 +349,23 @@ def check_data_sampler(sample_data: object, batch_size: int, generator: torch.Ge
     return x1
 
 
+Coupling = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""``coupling(x0, x1)`` returns a re-paired batch ``(x0, x1)`` of the same shape (see :mod:`fmlib.coupling`)."""
+
+
+def _coupled(coupling: Coupling, x0: torch.Tensor, x1: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    out = coupling(x0, x1)
+    if step == 0:
+        ok = isinstance(out, tuple) and len(out) == 2 and all(isinstance(o, torch.Tensor) for o in out)
+        if not ok or out[0].shape != x0.shape or out[1].shape != x1.shape:
+            got = tuple(tuple(o.shape) if isinstance(o, torch.Tensor) else type(o).__name__ for o in out) \
+                if isinstance(out, tuple) else type(out).__name__
+            raise ValueError(
+                f"coupling(x0, x1) must return a pair (x0, x1) of tensors of shape {tuple(x0.shape)}; got {got}"
+            )
+    return out
+
+
 def fit_cfm(
     model: nn.Module,
     path: AffinePath,
@@ -366,6 +383,7 @@ def fit_cfm(
     warmup: float = 0.05,
     ema_decay: Optional[float] = 0.999,
     progress: bool = True,
+    coupling: Optional[Coupling] = None,
 ) -> TrainHistory:
     r"""Train ``model`` as a velocity field with the conditional flow matching loss (:func:`fmlib.losses.cfm_loss`).
 
@@ -373,6 +391,11 @@ def fit_cfm(
     ``t = sample_time(batch_size, generator)``, on the CPU generator, then moves them to the model's device
     and dtype. Give exactly one of ``steps`` and ``seconds`` (with neither, ``steps=2000``); the remaining
     options are those of :func:`fit`.
+
+    ``coupling``, if given, is called as ``coupling(x0, x1)`` on each batch (on the CPU, before the move to the
+    model's device) and returns the pairs to train on, ``(x0, x1)`` of the same shape: for example
+    ``lambda x0, x1: fmlib.coupling.ot_pairs(x0, x1)`` trains OT-CFM (minibatch optimal transport). ``None``
+    keeps the independent pairs (I-CFM).
 
     Returns
     -------
@@ -391,13 +414,18 @@ def fit_cfm(
     g = make_generator(seed, generator)
     param = _first_parameter(model)
     first = check_data_sampler(sample_data, batch_size, g)
+    if coupling is not None and not callable(coupling):
+        raise TypeError(f"coupling must be a function coupling(x0, x1) -> (x0, x1); got {type(coupling).__name__}")
 
     def loss_fn(step: int) -> torch.Tensor:
         x1 = first if step == 0 else sample_data(batch_size, g)
         if x1.shape != first.shape:
             raise ValueError(f"sample_data returned shape {tuple(x1.shape)} at step {step}; expected {tuple(first.shape)}")
+        x0 = torch.randn(x1.shape, generator=g, dtype=torch.float64)
+        if coupling is not None:
+            x0, x1 = _coupled(coupling, x0, x1, step)
         x1 = x1.to(param)
-        x0 = torch.randn(x1.shape, generator=g, dtype=torch.float64).to(param)
+        x0 = x0.to(param)
         t = sample_time(batch_size, g)
         if step == 0 and (not isinstance(t, torch.Tensor) or t.shape != (batch_size,)):
             raise ValueError(f"sample_time(n, generator) must return a tensor of shape ({batch_size},); got {t!r:.60}")
