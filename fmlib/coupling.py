@@ -76,18 +76,33 @@ def _exact(cost: np.ndarray) -> np.ndarray:
 
 
 def _subbatch(x0: torch.Tensor, x1: torch.Tensor, size: int, generator: torch.Generator) -> np.ndarray:
-    """Exact OT within random blocks of ``size`` rows (the last block may be smaller)."""
+    """Exact OT within random blocks of ``size`` rows (the last block may be smaller).
+
+    All block cost matrices come from one batched ``cdist``; each block is solved by scipy's
+    ``linear_sum_assignment``, which is fast for small dense problems."""
     n = x0.shape[0]
-    order = torch.randperm(n, generator=generator).numpy()
-    a = x0.detach().to("cpu", torch.float64)
-    b = x1.detach().to("cpu", torch.float64)
-    perm = np.arange(n)
-    for start in range(0, n, size):
-        rows = order[start:start + size]
-        cost = torch.cdist(a[rows], b[rows]).pow_(2).numpy()
-        if not np.isfinite(cost).all():
+    order = torch.randperm(n, generator=generator)
+    a = x0.detach().to("cpu", torch.float64)[order]
+    b = x1.detach().to("cpu", torch.float64)[order]
+    full = (n // size) * size
+    blocks = []
+    if full:
+        d = a.shape[1]
+        blocks.append(torch.cdist(a[:full].reshape(-1, size, d), b[:full].reshape(-1, size, d)).pow_(2).numpy())
+    if full < n:
+        blocks.append(torch.cdist(a[full:], b[full:]).pow_(2).numpy()[None])
+    local = np.empty(n, dtype=np.int64)
+    start = 0
+    for group in blocks:
+        if not np.isfinite(group).all():
             raise ValueError("x0 and x1 must be finite (got NaN or inf)")
-        perm[rows] = rows[_exact(cost)]
+        for cost in group:
+            _, cols = linear_sum_assignment(cost)  # rows come back sorted
+            local[start:start + len(cols)] = start + cols
+            start += len(cols)
+    order = order.numpy()
+    perm = np.empty(n, dtype=np.int64)
+    perm[order] = order[local]  # row order[i] is paired with x1 row order[local[i]]
     return perm
 
 
@@ -135,10 +150,12 @@ def ot_pairs(
         draws its partner; the plan is blurred, so pairs are less straight, and the draw is not a permutation
         (some ``x1`` rows appear twice, others not at all).
     labels:
-        Optional integer class labels of ``x1``, shape ``(n,)``. If given, rows are only re-paired within
-        each class: the ``x0`` rows that sit at class ``c``'s rows are matched among class ``c``'s data.
-        Because the rows of a class do not depend on ``x0``, the noise paired with each class is still an
-        independent draw of the noise distribution.
+        Optional integer labels, one per row, shape ``(n,)`` (the class of the data point in that row). If
+        given, rows are only re-paired among rows with the same label: for each class ``c``, the ``x1`` rows of
+        class ``c`` are matched to the ``x0`` rows of class ``c``. Because which rows belong to a class does not
+        depend on ``x0``, the noise paired with each class is still an independent draw of the noise
+        distribution. To keep the labels of ``x1`` in place, pass the data first and reorder the noise:
+        ``x1, x0 = ot_pairs(x1, x0, labels=y)``.
     reg:
         Entropic regularisation relative to the mean cost (``"sinkhorn"`` only), positive.
     sub_batch:
