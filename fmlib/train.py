@@ -369,6 +369,23 @@ def check_data_sampler(
     return out
 
 
+Coupling = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""``coupling(x0, x1)`` returns a re-paired batch ``(x0, x1)`` of the same shape (see :mod:`fmlib.coupling`)."""
+
+
+def _coupled(coupling: Coupling, x0: torch.Tensor, x1: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    out = coupling(x0, x1)
+    if step == 0:
+        ok = isinstance(out, tuple) and len(out) == 2 and all(isinstance(o, torch.Tensor) for o in out)
+        if not ok or out[0].shape != x0.shape or out[1].shape != x1.shape:
+            got = tuple(tuple(o.shape) if isinstance(o, torch.Tensor) else type(o).__name__ for o in out) \
+                if isinstance(out, tuple) else type(out).__name__
+            raise ValueError(
+                f"coupling(x0, x1) must return a pair (x0, x1) of tensors of shape {tuple(x0.shape)}; got {got}"
+            )
+    return out
+
+
 def fit_cfm(
     model: nn.Module,
     path: AffinePath,
@@ -388,6 +405,7 @@ def fit_cfm(
     progress: bool = True,
     label_dropout: float = 0.0,
     num_classes: Optional[int] = None,
+    coupling: Optional[Coupling] = None,
 ) -> TrainHistory:
     r"""Train ``model`` as a velocity field with the conditional flow matching loss (:func:`fmlib.losses.cfm_loss`).
 
@@ -402,6 +420,11 @@ def fit_cfm(
     the same network also learns the unconditional field that classifier-free guidance needs. ``K`` is
     ``num_classes``, by default ``model.num_classes`` (as in :class:`fmlib.nets.VelocityMLP`). Unlabelled data
     draw exactly the same random numbers as before these options existed.
+
+    ``coupling``, if given, is called as ``coupling(x0, x1)`` on each batch (on the CPU, before the move to the
+    model's device) and returns the pairs to train on, ``(x0, x1)`` of the same shape: for example
+    ``lambda x0, x1: fmlib.coupling.ot_pairs(x0, x1)`` trains OT-CFM (minibatch optimal transport). ``None``
+    keeps the independent pairs (I-CFM).
 
     Returns
     -------
@@ -434,13 +457,22 @@ def fit_cfm(
     elif p_drop > 0 or num_classes is not None:
         raise ValueError("label_dropout and num_classes need labelled data: sample_data must return (x1, y)")
 
+    if coupling is not None and not callable(coupling):
+        raise TypeError(f"coupling must be a function coupling(x0, x1) -> (x0, x1); got {type(coupling).__name__}")
+    if coupling is not None and labelled:
+        raise ValueError("coupling with labelled data would separate labels from their points: pair within each "
+                         "class instead (fmlib.coupling.ot_pairs(..., labels=...)) in your own loop")
+
     def loss_fn(step: int) -> torch.Tensor:
         batch = first if step == 0 else sample_data(batch_size, g)
         x1 = batch[0] if labelled else batch
         if x1.shape != first_x.shape:
             raise ValueError(f"sample_data returned shape {tuple(x1.shape)} at step {step}; expected {tuple(first_x.shape)}")
+        x0 = torch.randn(x1.shape, generator=g, dtype=torch.float64)
+        if coupling is not None:
+            x0, x1 = _coupled(coupling, x0, x1, step)
         x1 = x1.to(param)
-        x0 = torch.randn(x1.shape, generator=g, dtype=torch.float64).to(param)
+        x0 = x0.to(param)
         t = sample_time(batch_size, g)
         if step == 0:
             if not isinstance(t, torch.Tensor) or t.shape != (batch_size,):
