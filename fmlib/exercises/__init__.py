@@ -15,6 +15,7 @@ A grader can use them directly::
 from ._core import Feedback, call_student, compare_tensors, require_callable, shape_problem, with_broadcast_hint
 from .change_of_variables import check_pushforward_density
 from .cnf import check_hutchinson_estimate, check_rk4_step
+from .coupling import check_ot_pairs, check_reflow_pairs
 from .continuity import check_density_preserving_field, check_gaussian_velocity
 from .fm_vs_cfm import check_bregman_divergence, check_cfm_loss
 from .gaussian_paths import check_condot_cond_velocity, check_gaussian_cond_velocity, check_ve_cond_velocity
@@ -33,6 +34,7 @@ CHECKERS = {
     "FM vs CFM (ch. 6)": ["check_cfm_loss", "check_bregman_divergence"],
     "Gaussian paths (ch. 7)": ["check_condot_cond_velocity", "check_gaussian_cond_velocity", "check_ve_cond_velocity"],
     "score matching (ch. 8)": ["check_score_to_velocity", "check_score_to_x1"],
+    "minibatch OT and reflow (ch. 10)": ["check_ot_pairs", "check_reflow_pairs"],
     "guidance (ch. 11)": ["check_cfg_combine", "check_unconditional_from_classes"],
     "MeanFlow (ch. 12)": ["check_meanflow_target", "check_convention_map"],
 }
