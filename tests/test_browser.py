@@ -279,3 +279,45 @@ def test_page(page_path, server, context):
 
     unique = list(dict.fromkeys(failures))
     assert not unique, f"{page_path}: {len(unique)} problem(s)\n  " + "\n  ".join(unique)
+
+
+# -- static explorers and animations: the players must respond to their buttons without a kernel ----------------
+def _player_pages() -> list[str]:
+    return [p for p in PAGES if "_anim_img" in (HTML / p).read_text(encoding="utf-8", errors="replace")]
+
+
+PLAYER_PAGES = _player_pages()
+
+# For every player on the page: pause it, then step it with its own buttons; report what the picture did.
+_STEP_PLAYERS = r"""
+async () => {
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  const results = [];
+  for (const img of document.querySelectorAll('img[id^="_anim_img"]')) {
+    const id = img.id.slice("_anim_img".length);
+    const button = (action) => document.querySelector(`button[onclick*="anim${id}.${action}()"]`);
+    const pause = button("pause_animation"), next = button("next_frame"), first = button("first_frame");
+    if (!pause || !next || !first) { results.push({id, error: "player buttons not found"}); continue; }
+    pause.click(); first.click(); await sleep(50);
+    const start = img.src;
+    const seen = new Set([start]);
+    for (let i = 0; i < 3; i++) { next.click(); await sleep(50); seen.add(img.src); }
+    results.push({id, distinct: seen.size, loaded: img.naturalWidth > 0});
+  }
+  return results;
+}
+"""
+
+
+@pytest.mark.parametrize("page_path", PLAYER_PAGES)
+def test_static_players_respond(page_path, server, context):
+    page = context.ctx.new_page()
+    try:
+        page.goto(f"{server}/{page_path}", wait_until="load")
+        results = page.evaluate(_STEP_PLAYERS)
+    finally:
+        page.close()
+        context.external.clear()
+    assert results, f"{page_path}: no player found"
+    problems = [r for r in results if r.get("error") or r["distinct"] < 2 or not r["loaded"]]
+    assert not problems, f"{page_path}: players that did not change their picture when stepped: {problems}"
