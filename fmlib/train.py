@@ -278,6 +278,7 @@ def fit(
     model.train()
     start = time.perf_counter()
     step = 0
+    scans_off = skip_value_scans()
     try:
         while True:
             elapsed = time.perf_counter() - start
@@ -304,14 +305,15 @@ def fit(
                         "(computed under torch.no_grad(), detached, or through numpy?)"
                     )
             else:
-                with skip_value_scans():
-                    loss = loss_fn(step)
+                loss = loss_fn(step)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if ema is not None:
                 ema.update()
             pending.append(loss.detach())
+            if step == 0:
+                scans_off.__enter__()  # inputs were validated on the first step: skip the value scans from now on
             step += 1
             if step % _FLUSH_EVERY == 0:
                 flush(step)
@@ -320,6 +322,8 @@ def fit(
             bar.update(1)
         flush(step)
     finally:
+        if step > 0:
+            scans_off.__exit__(None, None, None)
         bar.close()
         history.seconds = time.perf_counter() - start
         model.eval()
@@ -483,7 +487,10 @@ def fit_cfm(
             y = drop_labels(batch[1], p_drop, k, g) if p_drop > 0 else batch[1]
             y = y.to(param.device)
             velocity = lambda x, tt: model(x, tt, y=y)  # noqa: E731
-        return cfm_loss(velocity, path, x0, x1, t.to(param).clamp(0.0, 1.0))
+        t = t.to(param)
+        if sample_time is not uniform_time:  # a custom sampler's later batches are clamped, not scanned
+            t = t.clamp(0.0, 1.0)
+        return cfm_loss(velocity, path, x0, x1, t)
 
     return fit(
         model, loss_fn, steps, seconds=seconds, lr=lr, weight_decay=weight_decay, schedule=schedule,
