@@ -15,6 +15,7 @@ they are looking at: the static player works in the book, the live controls in a
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import numbers
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -181,9 +182,7 @@ class Explorer:
             display(HTML(f"<p><b>Explorer:</b> {self.title}</p>"))
         if len(self.params[self.over]) >= 2:
             display(self.static())
-        try:
-            import ipywidgets  # noqa: F401
-        except ImportError:  # pragma: no cover - ipywidgets is a dependency of the book
+        if importlib.util.find_spec("ipywidgets") is None:  # pragma: no cover - a dependency of the book
             return
         display(HTML("<p><b>Live view</b> (in a running Jupyter kernel; empty in the static book):</p>"))
         display(self.live())

@@ -44,6 +44,23 @@ __all__ = [
 ]
 
 
+def _normalised_weights(weights: Optional[torch.Tensor], k: int, name: str, what: str, like: torch.Tensor) -> torch.Tensor:
+    """Check non-negative weights of shape ``(k,)``, not all zero (uniform when ``None``); return them summing to 1."""
+    if weights is None:
+        return torch.full((k,), 1.0 / k, dtype=like.dtype, device=like.device)
+    if not isinstance(weights, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor of shape ({k},); got {type(weights).__name__}")
+    if weights.shape != (k,):
+        raise ValueError(f"{name} must have shape ({k},) ({what}); got {tuple(weights.shape)}")
+    weights = weights.to(like)
+    check_finite(weights, name)
+    if (weights < 0).any():
+        raise ValueError(f"{name} must be >= 0; got min {float(weights.min()):g}")
+    if weights.sum() <= 0:
+        raise ValueError(f"{name} must not all be zero")
+    return weights / weights.sum()
+
+
 class GaussianMixture:
     r"""Isotropic Gaussian mixture :math:`q(x) = \sum_k w_k \mathcal N(x;\ m_k, s_k^2 I)`.
 
@@ -80,21 +97,9 @@ class GaussianMixture:
                 f"stds must be > 0; got min {float(stds.min()):g} "
                 "(for point masses pass the data tensor itself to the marginal functions)"
             )
-        if weights is None:
-            weights = torch.full((k,), 1.0 / k, dtype=means.dtype, device=means.device)
-        if not isinstance(weights, torch.Tensor):
-            raise TypeError(f"weights must be a tensor of shape ({k},); got {type(weights).__name__}")
-        if weights.shape != (k,):
-            raise ValueError(f"weights must have shape ({k},) (one weight per component); got {tuple(weights.shape)}")
-        weights = weights.to(means)
-        check_finite(weights, "weights")
-        if (weights < 0).any():
-            raise ValueError(f"weights must be >= 0; got min {float(weights.min()):g}")
-        if weights.sum() <= 0:
-            raise ValueError("weights must not all be zero")
         self.means = means
         self.stds = stds
-        self.weights = weights / weights.sum()
+        self.weights = _normalised_weights(weights, k, "weights", "one weight per component", means)
 
     @property
     def dim(self) -> int:
@@ -298,17 +303,7 @@ class LabelledMixture:
         ref = classes[0].means
         k = len(classes)
         self.classes = [mix.to(ref) for mix in classes]
-        if class_weights is None:
-            class_weights = torch.full((k,), 1.0 / k, dtype=ref.dtype, device=ref.device)
-        if not isinstance(class_weights, torch.Tensor):
-            raise TypeError(f"class_weights must be a tensor of shape ({k},); got {type(class_weights).__name__}")
-        if class_weights.shape != (k,):
-            raise ValueError(f"class_weights must have shape ({k},) (one per class); got {tuple(class_weights.shape)}")
-        class_weights = class_weights.to(ref)
-        check_finite(class_weights, "class_weights")
-        if (class_weights < 0).any() or class_weights.sum() <= 0:
-            raise ValueError("class_weights must be >= 0 and not all zero")
-        self.class_weights = class_weights / class_weights.sum()
+        self.class_weights = _normalised_weights(class_weights, k, "class_weights", "one per class", ref)
 
     @property
     def num_classes(self) -> int:

@@ -13,13 +13,6 @@ from fmlib.targets import GaussianMixture
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small tensors: intra-op threads cost more than they save, especially on a busy 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 SAMPLERS = ["moons", "sklearn_moons", "8gaussians", "checkerboard", "spirals", "circles", "s_curve"]
 
 

@@ -12,13 +12,6 @@ from fmlib.metrics import mmd, wasserstein2
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small tensors: intra-op threads cost more than they save, especially on a busy 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 BANDWIDTHS = (0.1, 0.5, 1.0, 2.0, 5.0)
 
 

@@ -17,13 +17,6 @@ from fmlib.train import TrainHistory, fit, fit_cfm, uniform_time
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny networks: thread start-up and oversubscription on a busy 2-core machine cost far more than they save
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _gen(seed=0):

@@ -12,13 +12,6 @@ from fmlib.paths import CondOTPath, CosinePath, CustomPath, Schedule, VEPath, VP
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small tensors: intra-op threads cost more than they save, especially on a busy 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 TS = [0.0, 0.1, 0.37, 0.5, 0.9, 1.0]
 
 

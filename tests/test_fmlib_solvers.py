@@ -13,13 +13,6 @@ from fmlib.solvers import EVALS_PER_STEP, METHODS, integrate
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small tensors: intra-op threads cost more than they save, especially on a busy 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def linear_in_time(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

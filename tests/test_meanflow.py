@@ -1,6 +1,5 @@
 """Tests of fmlib.meanflow against known answers."""
 
-import math
 
 import pytest
 import torch

@@ -3,7 +3,6 @@ i.i.d. noise floor of fmlib.data.moons / fmlib.metrics.noise_floor."""
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -18,12 +17,6 @@ from fmlib.paths import CondOTPath
 from fmlib.train import EMA, adamw, cosine_schedule, fit, fit_cfm
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _moons(n, g):
