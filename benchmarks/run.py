@@ -180,6 +180,25 @@ def _toc_notebooks():
     return toc_notebooks()
 
 
+def _time_notebook(nb_path, timeout):
+    """Execute one notebook with nbclient (kernels import this checkout's fmlib); (seconds, source)."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    nb = nbformat.read(nb_path, as_version=4)
+    start = time.perf_counter()
+    try:
+        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(nb_path.parent)}}).execute()
+    except CellExecutionError as err:  # report it and go on with the other notebooks
+        lines = [ln for ln in str(err).splitlines() if "Error" in ln]
+        print(f"[benchmarks] {nb_path.name} failed: {lines[-1] if lines else 'cell error'}", flush=True)
+        return None, "nbclient: failed"
+    return time.perf_counter() - start, "nbclient"
+
+
 def run_book(cache_path, time_missing, timeout):
     import nbformat
 
@@ -199,13 +218,7 @@ def run_book(cache_path, time_missing, timeout):
             except KeyError:
                 pass
         if seconds is None and time_missing:
-            from nbclient import NotebookClient
-
-            nb = nbformat.read(nb_path, as_version=4)
-            start = time.perf_counter()
-            NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                           resources={"metadata": {"path": str(nb_path.parent)}}).execute()
-            seconds, source = time.perf_counter() - start, "nbclient"
+            seconds, source = _time_notebook(nb_path, timeout)
         rows.append(dict(notebook=name, seconds=seconds, source=source))
         print(f"[benchmarks] {name}: {seconds if seconds is None else round(seconds, 1)} s ({source})", flush=True)
     return rows
