@@ -23,6 +23,7 @@ from .guidance import check_cfg_combine, check_unconditional_from_classes
 from .marginalization import check_marginal_velocity, check_posterior_weights
 from .meanflow import check_convention_map, check_meanflow_target
 from .normalizing_flows import check_coupling_forward
+from .practice import check_ema_step, check_lr_schedule
 from .score_matching import check_score_to_velocity, check_score_to_x1
 
 CHECKERS = {
@@ -34,6 +35,7 @@ CHECKERS = {
     "FM vs CFM (ch. 6)": ["check_cfm_loss", "check_bregman_divergence"],
     "Gaussian paths (ch. 7)": ["check_condot_cond_velocity", "check_gaussian_cond_velocity", "check_ve_cond_velocity"],
     "score matching (ch. 8)": ["check_score_to_velocity", "check_score_to_x1"],
+    "training and sampling in practice (ch. 9)": ["check_lr_schedule", "check_ema_step"],
     "minibatch OT and reflow (ch. 10)": ["check_ot_pairs", "check_reflow_pairs"],
     "guidance (ch. 11)": ["check_cfg_combine", "check_unconditional_from_classes"],
     "MeanFlow (ch. 12)": ["check_meanflow_target", "check_convention_map"],
