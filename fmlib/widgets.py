@@ -12,22 +12,20 @@ Both views draw the same two panels at a time :math:`t` for an affine Gaussian p
   particles moved by the conditional flow :math:`x_t = \alpha_t x_1 + \sigma_t x_0` (straight lines for
   CondOT).
 
-:func:`path_animation` returns a self-contained JavaScript player (frames embedded as JPEG images, no
-network access), which is what the static book shows; :func:`path_explorer` returns an ``ipywidgets`` UI with a
-``t`` slider for a running Jupyter kernel (widgets do not render in the static book). :func:`render_frame`
-draws one still frame and is what both use.
+:func:`scene_explorer` makes this picture one use of the book's generic explorer
+(:class:`fmlib.explorer.Explorer`, parameter ``t``): displaying it shows a self-contained JavaScript player
+(the static view, what the HTML book shows) and a live ``t`` slider (in a running Jupyter kernel).
+:func:`path_animation` and :func:`path_explorer` return those two views on their own. :func:`render_frame`
+draws one still frame with the same drawing code.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import numbers
-import re
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 
-import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -35,11 +33,12 @@ from matplotlib.figure import Figure
 
 from ._checks import as_points, positive_int, real
 from .paths import AffinePath
-from .plotting import COLORS, animate, grid_points
+from .explorer import Explorer
+from .plotting import COLORS, grid_points
 from .solvers import integrate
 from .targets import GaussianMixture, marginal_log_prob, marginal_velocity
 
-__all__ = ["PathScene", "prepare_scene", "render_frame", "path_animation", "path_explorer"]
+__all__ = ["PathScene", "prepare_scene", "render_frame", "scene_explorer", "path_animation", "path_explorer"]
 
 Target = Union[GaussianMixture, torch.Tensor]
 Lims = tuple[float, float]
@@ -305,6 +304,58 @@ def render_frame(
     return fig
 
 
+def scene_explorer(
+    scene: PathScene,
+    *,
+    frames: Optional[int] = None,
+    figsize: tuple[float, float] = (7.6, 3.8),
+    dpi: int = 72,
+    density_res: int = 80,
+    quiver_res: int = 15,
+    title: str = "",
+) -> Explorer:
+    """The path explorer as one use of :class:`fmlib.explorer.Explorer`: a single parameter ``t``.
+
+    Parameters
+    ----------
+    scene:
+        From :func:`prepare_scene`.
+    frames:
+        Number of equally spaced times in ``[0, scene.t_max]`` (an int >= 2); default: every solver time of the
+        scene (``steps + 1`` values).
+    figsize, dpi, density_res, quiver_res:
+        As in :func:`render_frame`; ``dpi`` is the resolution of the rendered images.
+    title:
+        One line shown above the views.
+
+    Returns
+    -------
+    fmlib.explorer.Explorer
+        Displaying it shows the static player over ``t`` and the live ``t`` slider; ``png(t=...)`` renders one
+        frame (``t`` must be one of ``explorer.params["t"]``).
+    """
+    if not isinstance(scene, PathScene):
+        raise TypeError(f"scene must be a PathScene from prepare_scene(...); got {type(scene).__name__}")
+    if frames is None:
+        times = scene.times.numpy()
+    else:
+        frames = positive_int(frames, "frames")
+        if frames < 2:
+            raise ValueError(f"frames must be >= 2; got {frames}")
+        times = np.linspace(0.0, scene.t_max, frames)
+    density_res = positive_int(density_res, "density_res")
+    quiver_res = positive_int(quiver_res, "quiver_res")
+    if quiver_res < 2:
+        raise ValueError(f"quiver_res must be >= 2; got {quiver_res}")
+
+    def draw(fig: Figure, t: float) -> None:
+        axes = fig.subplots(1, 2, gridspec_kw=_GRID)
+        _draw(scene, axes, float(t), density_res=density_res, quiver_res=quiver_res)
+
+    values = [round(float(t), 6) for t in times]
+    return Explorer(draw, {"t": values}, figsize=figsize, dpi=positive_int(dpi, "dpi"), title=title)
+
+
 def path_animation(
     path: AffinePath,
     q: Target,
@@ -318,12 +369,11 @@ def path_animation(
     quiver_res: int = 15,
     **scene_options: Any,
 ):
-    """Static fallback of :func:`path_explorer`: an animation of ``frames`` equally spaced times in ``[0, t_max]``.
+    """Static view of the path explorer: a player over ``frames`` equally spaced times in ``[0, t_max]``.
 
-    The frames are rendered once and embedded in a JavaScript player (``FuncAnimation.to_jshtml`` through
-    :func:`fmlib.plotting.animate`), so it plays in the HTML book without a kernel. matplotlib's player links its
-    button icons (Font Awesome) from a CDN; that link is removed and the icons are replaced by Unicode symbols, so
-    the page makes no network request. JPEG frames keep the page small (about 50 kB a frame at the defaults).
+    It is the static view of :func:`scene_explorer` (:meth:`fmlib.explorer.Explorer.static`): the frames are
+    rendered once and embedded in a JavaScript player that plays in the HTML book without a kernel and makes no
+    network request. JPEG frames keep the page small (about 50 kB a frame at the defaults).
 
     Parameters
     ----------
@@ -351,18 +401,12 @@ def path_animation(
     if frames < 2:
         raise ValueError(f"frames must be >= 2; got {frames}")
     interval = positive_int(interval, "interval")
-    dpi = positive_int(dpi, "dpi")
     if frame_format not in ("jpeg", "png"):
         raise ValueError(f"frame_format must be 'jpeg' or 'png'; got {frame_format!r}")
     scene = prepare_scene(path, q, **scene_options)
-    times = np.linspace(0.0, scene.t_max, frames)
-    with mpl.rc_context({"animation.frame_format": frame_format, "savefig.dpi": dpi, "figure.dpi": dpi}):
-        fig, axes = plt.subplots(1, 2, figsize=figsize, gridspec_kw=_GRID)
-
-        def update(i: int):
-            return _draw(scene, axes, float(times[i]), density_res=density_res, quiver_res=quiver_res)
-
-        return animate(fig, update, frames, interval=interval)  # an offline player (no CDN link)
+    explorer = scene_explorer(scene, frames=frames, figsize=figsize, dpi=dpi, density_res=density_res,
+                              quiver_res=quiver_res)
+    return explorer.static(interval=interval, frame_format=frame_format)
 
 
 def path_explorer(
@@ -375,10 +419,11 @@ def path_explorer(
     quiver_res: int = 15,
     **scene_options: Any,
 ):
-    """A live explorer: a ``t`` slider that redraws both panels (needs ``ipywidgets`` and a running kernel).
+    """Live view of the path explorer: a ``t`` slider that redraws both panels (needs ``ipywidgets`` and a kernel).
 
-    The figure is rendered to a PNG shown in an ``ipywidgets.Image``; moving the slider re-renders it. In the
-    static HTML book a widget shows nothing (there is no kernel), so pair it with :func:`path_animation`.
+    It is the live view of :func:`scene_explorer` (:meth:`fmlib.explorer.Explorer.live`), with one slider
+    position per solver time of the scene. In the static HTML book a widget shows nothing (there is no kernel),
+    so pair it with :func:`path_animation`, or display :func:`scene_explorer` to get both views.
 
     Parameters
     ----------
@@ -400,25 +445,10 @@ def path_explorer(
         If ``ipywidgets`` is not installed.
     """
     try:
-        import ipywidgets as widgets
+        import ipywidgets  # noqa: F401
     except ImportError as err:  # pragma: no cover - ipywidgets is a dependency of the book
         raise ImportError("path_explorer needs ipywidgets (pip install ipywidgets); "
                           "use path_animation(...) for a static view") from err
-    dpi = positive_int(dpi, "dpi")
     scene = prepare_scene(path, q, **scene_options)
-    steps = scene.times.shape[0] - 1
-    slider = widgets.FloatSlider(value=0.0, min=0.0, max=scene.t_max, step=scene.t_max / steps,
-                                 description="t", readout_format=".2f", continuous_update=True,
-                                 layout=widgets.Layout(width="60%"))
-    image = widgets.Image(format="png")
-
-    def redraw(t: float) -> None:
-        fig = render_frame(scene, t, figsize=figsize, density_res=density_res, quiver_res=quiver_res)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=dpi)
-        plt.close(fig)
-        image.value = buf.getvalue()
-
-    slider.observe(lambda change: redraw(float(change["new"])), names="value")
-    redraw(0.0)
-    return widgets.VBox([slider, image])
+    explorer = scene_explorer(scene, figsize=figsize, dpi=dpi, density_res=density_res, quiver_res=quiver_res)
+    return explorer.live()

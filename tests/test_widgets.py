@@ -115,12 +115,29 @@ def test_path_explorer_builds_a_slider_and_an_image(mixture):
     ui = widgets.path_explorer(VPPath(), mixture, n_particles=10, steps=10, density_res=15, quiver_res=4,
                                figsize=(3.0, 1.5), dpi=30)
     slider, image = ui.children
-    assert slider.min == 0 and slider.max == pytest.approx(1.0) and slider.step == pytest.approx(0.1)
+    # one slider position per solver time: 0, 0.1, ..., 1 (the generic explorer's SelectionSlider)
+    np.testing.assert_allclose(slider.options, np.linspace(0.0, 1.0, 11))
     first = image.value
     assert first[:8] == b"\x89PNG\r\n\x1a\n"
     slider.value = 0.5  # moving the slider re-renders the image
     assert image.value != first and image.value[:8] == b"\x89PNG\r\n\x1a\n"
     assert not plt.get_fignums()
+
+
+def test_scene_explorer_is_an_explorer_over_t(scene):
+    from fmlib.explorer import Explorer
+
+    ex = widgets.scene_explorer(scene, frames=3, density_res=15, quiver_res=4, figsize=(3.0, 1.5), dpi=30)
+    assert isinstance(ex, Explorer) and ex.params == {"t": [0.0, 0.5, 1.0]}
+    first, middle = ex.png(t=0.0), ex.png(t=0.5)
+    assert first[:8] == b"\x89PNG\r\n\x1a\n" and first != middle  # the picture moves with t
+    # default: one value per solver time of the scene (20 steps -> 21 times)
+    assert len(widgets.scene_explorer(scene).params["t"]) == 21
+    assert not plt.get_fignums()
+    with pytest.raises(ValueError, match="frames must be >= 2"):
+        widgets.scene_explorer(scene, frames=1)
+    with pytest.raises(TypeError, match="scene must be a PathScene"):
+        widgets.scene_explorer("scene")
 
 
 def test_bad_inputs(mixture, scene):
