@@ -22,13 +22,13 @@ from .gaussian_paths import check_condot_cond_velocity, check_gaussian_cond_velo
 from .guidance import check_cfg_combine, check_unconditional_from_classes
 from .marginalization import check_marginal_velocity, check_posterior_weights
 from .meanflow import check_convention_map, check_meanflow_target
-from .normalizing_flows import check_coupling_forward
+from .normalizing_flows import check_coupling_forward, check_two_layer_log_prob
 from .practice import check_ema_step, check_lr_schedule
 from .score_matching import check_score_to_velocity, check_score_to_x1
 
 CHECKERS = {
     "change of variables (ch. 1)": ["check_pushforward_density"],
-    "normalizing flows (ch. 2)": ["check_coupling_forward"],
+    "normalizing flows (ch. 2)": ["check_coupling_forward", "check_two_layer_log_prob"],
     "continuous normalizing flows (ch. 3)": ["check_rk4_step", "check_hutchinson_estimate"],
     "continuity equation (ch. 4)": ["check_gaussian_velocity", "check_density_preserving_field"],
     "marginalization trick (ch. 5)": ["check_posterior_weights", "check_marginal_velocity"],

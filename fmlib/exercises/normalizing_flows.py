@@ -12,10 +12,14 @@ as a function ``coupling_forward(x, scale_net, shift_net) -> (z, log_det)`` wher
 ``shift_net`` map a tensor of shape ``(batch, 2)`` to ``(batch, 2)``. :func:`check_coupling_forward` calls it with
 fixed random networks and recognises the usual mistakes (log-det of the inverse, the determinant instead of its
 log, no sum over coordinates, the pass-through half modified, shift and scale swapped).
+
+A second exercise: the log-density of the one-dimensional two-layer flow :math:`x = \sinh(2 z_0 + 1)`,
+:math:`z_0 \sim \mathcal N(0, 1)`, checked by :func:`check_two_layer_log_prob`.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -23,7 +27,8 @@ from torch import nn
 
 from ._core import Feedback, call_student, compare_tensors, require_callable
 
-__all__ = ["check_coupling_forward", "reference_coupling_forward", "make_coupling_nets"]
+__all__ = ["check_coupling_forward", "reference_coupling_forward", "make_coupling_nets", "check_two_layer_log_prob",
+           "reference_two_layer_log_prob"]
 
 Net = Callable[[torch.Tensor], torch.Tensor]
 
@@ -133,3 +138,75 @@ def check_coupling_forward(coupling_forward: Callable) -> Feedback:
         return Feedback(False, "the shift t does not change volumes (it only moves points); leave it out of log_det.")
     return compare_tensors(log_det, ld_ref, what="log_det", atol=1e-8, rtol=0,
                            hint="the Jacobian is triangular with diagonal (1, 1, exp(s_1), exp(s_2)).")
+
+
+_TWO_LAYER_POINTS = (-3.0, -1.2, -0.3, 0.0, 0.4, 1.5, 4.0, 10.0)
+
+
+def reference_two_layer_log_prob(x: torch.Tensor) -> torch.Tensor:
+    r"""The correct answer of the two-layer exercise: :math:`\log p(x)` for :math:`x = \sinh(2 z_0 + 1)`,
+    :math:`z_0 \sim \mathcal N(0, 1)`.
+
+    With :math:`z_1 = \operatorname{asinh} x` and :math:`z_0 = (z_1 - 1)/2`,
+    :math:`\log p(x) = \log\varphi(z_0) - \log 2 - \log\cosh z_1`. ``x`` is a float64 tensor of shape ``(n,)``; the
+    result has the same shape.
+    """
+    if not isinstance(x, torch.Tensor) or x.ndim != 1:
+        raise ValueError(f"x must be a tensor of shape (n,); got {getattr(x, 'shape', type(x).__name__)}")
+    z1 = torch.asinh(x)
+    z0 = (z1 - 1) / 2
+    return -0.5 * z0**2 - 0.5 * math.log(2 * math.pi) - math.log(2.0) - torch.log(torch.cosh(z1))
+
+
+def check_two_layer_log_prob(log_prob: Callable) -> Feedback:
+    r"""Check a student's ``log_prob(x)`` for the flow :math:`x = f_2(f_1(z_0))`, :math:`f_1(z) = 2z + 1`,
+    :math:`f_2(u) = \sinh u`, :math:`z_0 \sim \mathcal N(0, 1)`.
+
+    The function is called on a float64 tensor of 8 points of shape ``(8,)`` and must return a tensor of the same
+    shape. The usual mistakes are recognised: adding the log-determinants instead of subtracting them, evaluating
+    :math:`\log\cosh` at the base point :math:`z_0` instead of the input :math:`z_1` of the second layer, forgetting
+    the first layer's :math:`\log 2`, and forgetting the base density's normalising constant.
+
+    Returns
+    -------
+    Feedback
+        Passed when the output matches :func:`reference_two_layer_log_prob` (absolute tolerance 1e-8); otherwise
+        a message naming the mistake.
+    """
+    bad = require_callable(log_prob, "log_prob", "log_prob(x) -> tensor of shape (n,)")
+    if bad is not None:
+        return bad
+    x = torch.tensor(_TWO_LAYER_POINTS, dtype=torch.float64)
+    expected = reference_two_layer_log_prob(x)
+    out, err = call_student(log_prob, x.clone(), name="log_prob")
+    if err is not None:
+        return err
+    if not isinstance(out, torch.Tensor):
+        return Feedback(False, f"log_prob must return a tensor of shape {tuple(x.shape)}; got {type(out).__name__}.")
+    out = out.detach().to(torch.float64)
+    if out.shape != expected.shape:
+        return Feedback(False, f"log_prob must return one number per point, shape {tuple(x.shape)}; got "
+                        f"{tuple(out.shape)}.")
+    z1 = torch.asinh(x)
+    z0 = (z1 - 1) / 2
+    base = -0.5 * z0**2 - 0.5 * math.log(2 * math.pi)
+    mistakes = [
+        (base + math.log(2.0) + torch.log(torch.cosh(z1)),
+         "you added the log-determinants. In the generative direction each layer *divides* the density by "
+         "|det J_f|: log p(x) = log pi_0(z_0) - sum_i log|det J_{f_i}(z_{i-1})|."),
+        (base - math.log(2.0) - torch.log(torch.cosh(z0)),
+         "log cosh is evaluated at the wrong point: each log-determinant belongs at the input of its own layer, "
+         "and the input of f_2 is z_1 = asinh(x), not z_0."),
+        (base - torch.log(torch.cosh(z1)),
+         "the first layer's factor is missing: f_1(z) = 2z + 1 stretches by 2, so subtract log 2."),
+        (-0.5 * z0**2 - math.log(2.0) - torch.log(torch.cosh(z1)),
+         "the normalising constant of the base density is missing: log phi(z) = -z^2/2 - log(2 pi)/2."),
+    ]
+    if torch.allclose(out, expected, atol=1e-8, rtol=0):
+        return compare_tensors(out, expected, what="log p(x)", atol=1e-8, rtol=0)
+    for wrong, message in mistakes:
+        if torch.allclose(out, wrong, atol=1e-8, rtol=0):
+            return Feedback(False, message)
+    return compare_tensors(out, expected, what="log p(x)", atol=1e-8, rtol=0,
+                           hint="run the flow backwards: z_1 = asinh(x), z_0 = (z_1 - 1)/2, then subtract "
+                                "log 2 and log cosh(z_1) from log phi(z_0).")
