@@ -321,3 +321,15 @@ def test_static_players_respond(page_path, server, context):
     assert results, f"{page_path}: no player found"
     problems = [r for r in results if r.get("error") or r["distinct"] < 2 or not r["loaded"]]
     assert not problems, f"{page_path}: players that did not change their picture when stepped: {problems}"
+
+
+CHAPTER_PAGES = [p for p in PAGES if re.match(r"book/(\d\d_|quickstart)", p)]
+
+
+def test_every_chapter_has_a_static_explorer():
+    """Each chapter (and the quickstart) shows an fmlib.explorer player in the static book (issue: interactivity)."""
+    assert CHAPTER_PAGES, BUILD_HINT
+    missing = [p for p in CHAPTER_PAGES
+               if "Static view" not in (text := (HTML / p).read_text(encoding="utf-8", errors="replace"))
+               or "_anim_img" not in text]
+    assert not missing, f"chapter pages without a static explorer: {missing}"
