@@ -333,3 +333,22 @@ def test_every_chapter_has_a_static_explorer():
                if "Static view" not in (text := (HTML / p).read_text(encoding="utf-8", errors="replace"))
                or "_anim_img" not in text]
     assert not missing, f"chapter pages without a static explorer: {missing}"
+
+
+# -- no MyST source left unparsed in the pages (e.g. a directive fence that does not start its own line) ---------
+_RAW_MYST = re.compile(r"(\{(?:cite|term|ref|doc|eq|numref)(?::[a-z]+)?\}`|```|:label:|\{prf:|\{exercise\}|\{solution-)")
+
+
+def _visible_text(page_html: str) -> str:
+    s = re.sub(r"<(script|style)[^>]*>.*?</\1>", "", page_html, flags=re.S)
+    s = re.sub(r"<pre.*?</pre>|<code.*?</code>", "", s, flags=re.S)  # code may show MyST on purpose
+    return re.sub(r"<[^>]+>", " ", s)
+
+
+@pytest.mark.parametrize("page_path", PAGES)
+def test_no_raw_myst_markup(page_path):
+    import html as _html
+
+    text = _html.unescape(_visible_text((HTML / page_path).read_text(encoding="utf-8", errors="replace")))
+    raw = [" ".join(text[max(0, m.start() - 60): m.end() + 30].split()) for m in _RAW_MYST.finditer(text)]
+    assert not raw, f"{page_path}: MyST markup rendered as text: {raw[:3]}"
