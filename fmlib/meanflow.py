@@ -111,6 +111,24 @@ def _model_as_u(model: Callable) -> AverageVelocity:
     return lambda x, t, r: model(x, t, r)
 
 
+def _pair_batch(x0: object, x1: object, t: TimeLike, r: TimeLike, path: Optional[AffinePath]):
+    """Validate a training batch; return ``(x_t, v, t, r)`` with ``v`` the conditional velocity of each pair."""
+    path = CondOTPath() if path is None else path
+    if not isinstance(path, AffinePath):
+        raise TypeError(f"path must be an fmlib.paths.AffinePath or None; got {type(path).__name__}")
+    x0 = as_points(x0, "x0")
+    x1 = as_points(x1, "x1")
+    same_shape(x0, x1, "x0", "x1")
+    tt, rr = _times(x0, t, r)
+    return path.sample(x0, x1, tt), path.target_velocity(x0, x1, tt), tt, rr
+
+
+def _adaptive_loss(u: torch.Tensor, target: torch.Tensor, p: float, c: float) -> torch.Tensor:
+    """Batch mean of ``sg((||u - target||^2 + c)^-p) ||u - target||^2`` (``target`` already detached)."""
+    sq = ((u - target) ** 2).sum(dim=1)
+    return ((sq.detach() + c) ** (-p) * sq).mean()
+
+
 def meanflow_loss(
     model: Callable,
     x0: torch.Tensor,
@@ -153,22 +171,11 @@ def meanflow_loss(
     """
     if not callable(model):
         raise TypeError(f"model must be callable as model(x, t, r); got {type(model).__name__}")
-    path = CondOTPath() if path is None else path
-    if not isinstance(path, AffinePath):
-        raise TypeError(f"path must be an fmlib.paths.AffinePath or None; got {type(path).__name__}")
     p = real(p, "p", nonnegative=True)
     c = real(c, "c", positive=True)
-    x0 = as_points(x0, "x0")
-    x1 = as_points(x1, "x1")
-    same_shape(x0, x1, "x0", "x1")
-    tt, rr = _times(x0, t, r)
-    xt = path.sample(x0, x1, tt)
-    v = path.target_velocity(x0, x1, tt)
+    xt, v, tt, rr = _pair_batch(x0, x1, t, r, path)
     u, dudt = _u_and_dudt(_model_as_u(model), xt, tt, rr, v)
-    target = (v + (rr - tt)[:, None] * dudt).detach()
-    sq = ((u - target) ** 2).sum(dim=1)
-    weight = (sq.detach() + c) ** (-p)
-    return (weight * sq).mean()
+    return _adaptive_loss(u, (v + (rr - tt)[:, None] * dudt).detach(), p, c)
 
 
 def meanflow_cfg_loss(
@@ -203,24 +210,15 @@ def meanflow_cfg_loss(
     x0 = as_points(x0, "x0")
     if not isinstance(y, torch.Tensor) or y.shape != (x0.shape[0],) or y.is_floating_point():
         raise ValueError(f"y must be an integer tensor of shape ({x0.shape[0]},); got {y!r:.60}")
-    path = CondOTPath() if path is None else path
-    if not isinstance(path, AffinePath):
-        raise TypeError(f"path must be an fmlib.paths.AffinePath or None; got {type(path).__name__}")
     p = real(p, "p", nonnegative=True)
     c = real(c, "c", positive=True)
-    x1 = as_points(x1, "x1")
-    same_shape(x0, x1, "x0", "x1")
-    tt, rr = _times(x0, t, r)
-    xt = path.sample(x0, x1, tt)
-    v = path.target_velocity(x0, x1, tt)
+    xt, v, tt, rr = _pair_batch(x0, x1, t, r, path)
     dropped = (y == null_label)[:, None]
     with torch.no_grad():
         v_uncond = model(xt, tt, tt, torch.full_like(y, null_label))
     v_tilde = torch.where(dropped, v, w * v + (1 - w) * v_uncond)
     u, dudt = _u_and_dudt(lambda xx, ts, rs: model(xx, ts, rs, y), xt, tt, rr, v_tilde)
-    target = (v_tilde + (rr - tt)[:, None] * dudt).detach()
-    sq = ((u - target) ** 2).sum(dim=1)
-    return ((sq.detach() + c) ** (-p) * sq).mean()
+    return _adaptive_loss(u, (v_tilde + (rr - tt)[:, None] * dudt).detach(), p, c)
 
 
 def sample_times(
