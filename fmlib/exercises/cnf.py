@@ -12,7 +12,6 @@ wrong it compares it with the outputs of typical mistakes (wrong stage weights, 
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional
 
 import torch
