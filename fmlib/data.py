@@ -24,6 +24,7 @@ __all__ = [
     "sklearn_moons",
     "eight_gaussians",
     "eight_gaussians_mixture",
+    "three_gaussians_mixture",
     "checkerboard",
     "spirals",
     "circles",
@@ -125,6 +126,23 @@ def eight_gaussians_mixture(
     angles = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
     means = radius * torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
     return GaussianMixture(means, std).to(device=device if device is not None else "cpu", dtype=dtype)
+
+
+def three_gaussians_mixture(dtype: torch.dtype = torch.float64, device: Device = None) -> GaussianMixture:
+    """The running example of chapters 4-6: a 2-D mixture of three Gaussians with unequal weights.
+
+    Means ``(-2, -1)``, ``(1.5, 1.5)``, ``(2, -2)``; isotropic standard deviations ``0.5, 0.7, 0.35``;
+    weights ``0.5, 0.3, 0.2``. Unequal weights and widths make every place where the data
+    distribution enters a formula visible (a wrong prior or a wrong posterior shows up in a check).
+    """
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype, got {type(dtype).__name__}")
+    q = GaussianMixture(
+        torch.tensor([[-2.0, -1.0], [1.5, 1.5], [2.0, -2.0]], dtype=torch.float64),
+        torch.tensor([0.5, 0.7, 0.35], dtype=torch.float64),
+        torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64),
+    )
+    return q.to(device=device if device is not None else "cpu", dtype=dtype)
 
 
 def eight_gaussians(

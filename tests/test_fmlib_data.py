@@ -100,6 +100,22 @@ def test_eight_gaussians_mixture_parameters():
     torch.testing.assert_close(q2.means.norm(dim=1), torch.full((8,), 2.0))
 
 
+def test_three_gaussians_mixture_parameters_and_density():
+    q = data.three_gaussians_mixture()
+    assert isinstance(q, GaussianMixture) and q.means.dtype == F64 and q.n_components == 3
+    torch.testing.assert_close(q.weights, torch.tensor([0.5, 0.3, 0.2], dtype=F64))
+    # density at the first mean, by hand: sum_k w_k N(m_1; m_k, s_k^2 I) in 2-D
+    m = torch.tensor([[-2.0, -1.0], [1.5, 1.5], [2.0, -2.0]], dtype=F64)
+    s = torch.tensor([0.5, 0.7, 0.35], dtype=F64)
+    w = torch.tensor([0.5, 0.3, 0.2], dtype=F64)
+    d2 = ((m[0] - m) ** 2).sum(1)
+    expected = (w * torch.exp(-d2 / (2 * s**2)) / (2 * math.pi * s**2)).sum().log()
+    torch.testing.assert_close(q.log_prob(m[:1])[0], expected)
+    assert data.three_gaussians_mixture(dtype=torch.float32).means.dtype == torch.float32
+    with pytest.raises(TypeError, match="dtype"):
+        data.three_gaussians_mixture(dtype="float32")
+
+
 def test_eight_gaussians_samples_have_the_right_centres_and_std():
     n = 40_000
     x = data.eight_gaussians(n, seed=0, dtype=F64)
