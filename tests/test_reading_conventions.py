@@ -9,8 +9,9 @@ Static checks on the committed notebooks:
   appendix, which is exempt;
 - no section heading is about a slip of the sources.
 
-One check on the executed notebooks of the book build (``_build/jupyter_execute``, written by
-``bash scripts/build.sh``, which ``scripts/test.sh`` runs first): a collapsed check cell prints one line.
+One check on the outputs of the book build (the execution cache ``_build/.jupyter_cache`` written by
+``bash scripts/build.sh``, which ``scripts/test.sh`` runs first; the copies in ``_build/jupyter_execute`` carry no
+outputs): a collapsed check cell prints one line.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
-EXECUTED = ROOT / "_build" / "jupyter_execute" / "book"
+CACHE = ROOT / "_build" / ".jupyter_cache"
 CHAPTERS = sorted(BOOK.glob("[0-9][0-9]_*.ipynb")) + [BOOK / "quickstart.ipynb"]
 RUNNING_TEXT_PAGES = CHAPTERS + [BOOK / "proofs.ipynb"]
 
@@ -95,13 +96,42 @@ def test_running_text_has_no_source_quotes_or_slip_headings(path: Path):
 
 @pytest.mark.parametrize("path", CHAPTERS + [BOOK / "proofs.ipynb", BOOK / "errata.ipynb"], ids=lambda p: p.stem)
 def test_collapsed_check_cells_print_one_line(path: Path):
-    executed = EXECUTED / path.name
-    assert executed.is_file(), f"{executed} is missing: run `bash scripts/build.sh` first"
-    nb = json.loads(executed.read_text(encoding="utf-8"))
-    for i, cell in enumerate(nb["cells"]):
+    import nbformat
+    from jupyter_cache import get_cache
+
+    assert CACHE.is_dir(), f"{CACHE} is missing: run `bash scripts/build.sh` first"
+    try:
+        _, nb = get_cache(CACHE).merge_match_into_notebook(nbformat.read(path, as_version=4))
+    except KeyError:
+        pytest.fail(f"{path.name} has no up-to-date executed version in {CACHE}: run `bash scripts/build.sh` first")
+    assert any(c.outputs for c in nb.cells if c.cell_type == "code"), f"{path.name}: the cached notebook has no outputs"
+    bad = _multi_line_checks(nb)
+    assert not bad, f"{path.name}: collapsed checks printing more than one line (cell, lines): {bad}"
+
+
+def _multi_line_checks(nb) -> list[tuple[int, list[str]]]:
+    """(index, printed lines) of every collapsed, non-solution code cell that prints more than one line."""
+    bad = []
+    for i, cell in enumerate(nb.cells):
         tags = cell.get("metadata", {}).get("tags", [])
-        if cell["cell_type"] != "code" or "hide-input" not in tags or "solution" in tags:
+        if cell.cell_type != "code" or "hide-input" not in tags or "solution" in tags:
             continue
-        text = "".join("".join(o.get("text", "")) for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+        text = "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
         lines = [line for line in text.splitlines() if line.strip()]
-        assert len(lines) <= 1, f"{path.name} cell {i}: a collapsed check prints {len(lines)} lines: {lines[:3]}"
+        if len(lines) > 1:
+            bad.append((i, lines[:3]))
+    return bad
+
+
+def test_multi_line_checks_are_found():
+    import nbformat
+
+    def cell(text, tags):
+        c = nbformat.v4.new_code_cell("print()", metadata={"tags": tags})
+        c.outputs = [nbformat.v4.new_output("stream", text=text)]
+        return c
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [cell("a\nb\n", ["hide-input"]), cell("one line\n", ["hide-input"]), cell("a\nb\n", []),
+                cell("a\nb\n", ["solution", "hide-input"])]
+    assert _multi_line_checks(nb) == [(0, ["a", "b"])]
